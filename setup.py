@@ -1,0 +1,66 @@
+"""Build the Cython core. Metadata lives in pyproject.toml.
+
+Set ``PYRESV_DEBUG=1`` to compile with bounds checks, wraparound and C asserts
+turned back on (a debug build for hunting memory errors).
+"""
+
+import os
+
+from Cython.Build import cythonize
+from setuptools import Extension, setup
+from setuptools.command.build_py import build_py
+
+DEBUG = os.environ.get("PYRESV_DEBUG", "") not in ("", "0")
+
+directives = {
+    "language_level": 3,
+    "boundscheck": DEBUG,
+    "wraparound": DEBUG,
+    "cdivision": True,
+    "initializedcheck": DEBUG,
+    "embedsignature": True,
+}
+
+extra_compile_args = ["-O0", "-g"] if DEBUG else ["-O2", "-g0"]
+define_macros = [] if DEBUG else [("NDEBUG", None)]
+define_macros.append(("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION"))
+
+extensions = [
+    Extension(
+        "pyresv._core.allocator",
+        ["csrc/pyresv/_core/allocator.pyx"],
+        extra_compile_args=extra_compile_args,
+        define_macros=define_macros,
+    ),
+]
+
+
+class BuildPyWithPxd(build_py):
+    """Copy the ``.pxd``/``.pyi`` files of ``csrc/`` into the build tree.
+
+    They are the cimport API of the core and its type stubs. An editable
+    install reads them in place, so it is skipped there.
+    """
+
+    def run(self) -> None:
+        super().run()
+        if getattr(self, "editable_mode", False):
+            return
+        for root, _dirs, files in os.walk(os.path.join("csrc", "pyresv")):
+            rel = os.path.relpath(root, "csrc")
+            for name in files:
+                if name.endswith((".pxd", ".pyi")):
+                    target = os.path.join(self.build_lib, rel, name)
+                    self.mkpath(os.path.dirname(target))
+                    self.copy_file(os.path.join(root, name), target)
+
+
+setup(
+    ext_modules=cythonize(
+        extensions,
+        include_path=["csrc"],
+        compiler_directives=directives,
+        nthreads=2,
+    ),
+    cmdclass={"build_py": BuildPyWithPxd},
+)
