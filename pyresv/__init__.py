@@ -10,6 +10,7 @@ from importlib.metadata import PackageNotFoundError, version as _version
 from pathlib import Path
 
 from pyresv.errors import PENDING, AllocatorError, QueueFull
+from pyresv._core.allocator import DepthPoolAllocator
 
 try:
     __version__ = _version("pyresv")
@@ -22,16 +23,9 @@ __all__ = ["DepthPoolAllocator", "PENDING", "AllocatorError", "QueueFull", "get_
 def get_include() -> str:
     """Directory to add to a downstream Cython build's include path.
 
-    ``from pyresv._core cimport ...`` resolves against it; see
-    ``examples/cython_sim``.
+    ``from pyresv._core cimport ...`` resolves against it (the ``.pxd`` files
+    ship next to the compiled core); see ``examples/cython_sim``.
     """
-    return str(Path(__file__).resolve().parent.parent)
+    import pyresv._core
 
-
-def __getattr__(name: str):  # PEP 562: import the compiled core on first use
-    if name == "DepthPoolAllocator":
-        from pyresv._core.allocator import DepthPoolAllocator
-
-        globals()[name] = DepthPoolAllocator
-        return DepthPoolAllocator
-    raise AttributeError(f"module 'pyresv' has no attribute {name!r}")
+    return str(Path(pyresv._core.__file__).resolve().parent.parent.parent)

@@ -1,0 +1,1623 @@
+# cython: language_level=3
+"""The depth-pool allocator in C structs and nogil functions (patent [0019]-[0035]).
+
+One :class:`DepthPoolAllocator` is one cluster's resource manager (118a/118b).
+The contract is DESIGN §1; ``pyresv.reference.DepthPoolAllocator`` is its
+pure-Python oracle and hands out the same TCB ids for the same calls. The
+C-level API (structs, ``dpa_*`` functions, return codes) is documented in
+``allocator.pxd``.
+"""
+
+cimport cython
+from cpython.long cimport PyLong_AsLongLongAndOverflow, PyLong_CheckExact
+from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_RawFree, PyMem_RawMalloc, PyMem_RawRealloc
+from cpython.number cimport PyIndex_Check, PyNumber_Index
+from libc.stdint cimport INT32_MAX, int32_t, int64_t, uint8_t
+from libc.stdlib cimport qsort
+from libc.string cimport memcpy, memmove, memset
+
+import numpy as np
+
+from pyresv.errors import PENDING, AllocatorError, QueueFull
+
+__all__ = ["DepthPoolAllocator", "PENDING", "AllocatorError", "QueueFull"]
+
+_WAKE_POLICIES = ("deepest", "fifo")
+_STATE_VERSION = 1
+_COUNTERS = ("served_pool", "served_unreserved", "queued", "granted", "cancelled", "released")
+
+
+# ============================================================== wait queue
+# Every pending request is one slot linked in three doubly linked lists, so
+# appending and removing are O(1): its level's arrival list (the wake order of
+# FIG 6B block 620), its (pid, level) list (the owner's own waiters, served
+# first by a TCB of its pool) and, while its pid owns no pool at that level,
+# the level's seekers list (who gets a wholly freed pool, FIG 6A block 610).
+
+cdef inline void _lvl_append(waitq_t* q, slot_t s, slot_list_t* L) noexcept nogil:
+    q.slots[s].lvl_prev = L.tail
+    q.slots[s].lvl_next = DPA_NIL
+    if L.tail == DPA_NIL:
+        L.head = s
+    else:
+        q.slots[L.tail].lvl_next = s
+    L.tail = s
+
+
+cdef inline void _lvl_unlink(waitq_t* q, slot_t s, slot_list_t* L) noexcept nogil:
+    cdef slot_t prev = q.slots[s].lvl_prev
+    cdef slot_t nxt = q.slots[s].lvl_next
+    if prev == DPA_NIL:
+        L.head = nxt
+    else:
+        q.slots[prev].lvl_next = nxt
+    if nxt == DPA_NIL:
+        L.tail = prev
+    else:
+        q.slots[nxt].lvl_prev = prev
+
+
+cdef inline void _pl_append(waitq_t* q, slot_t s, slot_list_t* L) noexcept nogil:
+    q.slots[s].pl_prev = L.tail
+    q.slots[s].pl_next = DPA_NIL
+    if L.tail == DPA_NIL:
+        L.head = s
+    else:
+        q.slots[L.tail].pl_next = s
+    L.tail = s
+
+
+cdef inline void _pl_unlink(waitq_t* q, slot_t s, slot_list_t* L) noexcept nogil:
+    cdef slot_t prev = q.slots[s].pl_prev
+    cdef slot_t nxt = q.slots[s].pl_next
+    if prev == DPA_NIL:
+        L.head = nxt
+    else:
+        q.slots[prev].pl_next = nxt
+    if nxt == DPA_NIL:
+        L.tail = prev
+    else:
+        q.slots[nxt].pl_prev = prev
+
+
+cdef inline void _sk_append(waitq_t* q, slot_t s, slot_list_t* L) noexcept nogil:
+    q.slots[s].sk_prev = L.tail
+    q.slots[s].sk_next = DPA_NIL
+    if L.tail == DPA_NIL:
+        L.head = s
+    else:
+        q.slots[L.tail].sk_next = s
+    L.tail = s
+
+
+cdef inline void _sk_unlink(waitq_t* q, slot_t s, slot_list_t* L) noexcept nogil:
+    cdef slot_t prev = q.slots[s].sk_prev
+    cdef slot_t nxt = q.slots[s].sk_next
+    if prev == DPA_NIL:
+        L.head = nxt
+    else:
+        q.slots[prev].sk_next = nxt
+    if nxt == DPA_NIL:
+        L.tail = prev
+    else:
+        q.slots[nxt].sk_prev = prev
+
+
+cdef inline slot_t waitq_push(waitq_t* q, proc_t pid, int32_t level, bint seeker) noexcept nogil:
+    """Queue a request of ``pid`` at ``level`` at the tail of its lists.
+
+    Returns its slot, or DPA_QUEUE_FULL (nothing changed) when ``capacity``
+    requests pend already.
+    """
+    cdef slot_t s
+    cdef waiter_t* w
+    if q.npending >= q.capacity:
+        return DPA_QUEUE_FULL
+    if q.free_head != DPA_NIL:
+        s = q.free_head
+        q.free_head = q.slots[s].lvl_next
+    else:
+        s = q.used
+        q.used += 1
+    w = &q.slots[s]
+    w.seq = q.next_seq
+    q.next_seq += 1
+    w.pid = pid
+    w.level = level
+    w.seeker = seeker
+    _lvl_append(q, s, &q.by_level[level])
+    _pl_append(q, s, &q.by_pid_level[pid * q.levels + level - 1])
+    if seeker:
+        _sk_append(q, s, &q.seekers[level])
+    else:
+        w.sk_prev = DPA_NIL
+        w.sk_next = DPA_NIL
+    q.npending += 1
+    q.level_count[level] += 1
+    q.pid_count[pid] += 1
+    return s
+
+
+cdef inline void waitq_unseek(waitq_t* q, slot_t s) noexcept nogil:
+    """Take request ``s`` off its level's seekers list (its pid now owns a pool there)."""
+    if q.slots[s].seeker:
+        _sk_unlink(q, s, &q.seekers[q.slots[s].level])
+        q.slots[s].seeker = 0
+
+
+cdef inline void waitq_remove(waitq_t* q, slot_t s) noexcept nogil:
+    """Unlink request ``s`` from every list and recycle its slot (granted or cancelled)."""
+    cdef waiter_t* w = &q.slots[s]
+    cdef proc_t pid = w.pid
+    cdef int32_t level = w.level
+    _lvl_unlink(q, s, &q.by_level[level])
+    _pl_unlink(q, s, &q.by_pid_level[pid * q.levels + level - 1])
+    waitq_unseek(q, s)
+    q.npending -= 1
+    q.level_count[level] -= 1
+    q.pid_count[pid] -= 1
+    w.lvl_next = q.free_head
+    q.free_head = s
+
+
+cdef inline slot_t waitq_wake(waitq_t* q, int32_t policy) noexcept nogil:
+    """The request a freed unreserved TCB goes to (FIG 6B block 620), or DPA_NIL.
+
+    ``DPA_WAKE_DEEPEST``: the oldest request of the highest non-empty level;
+    ``DPA_WAKE_FIFO``: the oldest request, the least ``seq`` of the level heads.
+    O(levels) either way.
+    """
+    cdef int32_t level
+    cdef slot_t s, best = DPA_NIL
+    if q.npending == 0:
+        return DPA_NIL
+    if policy == DPA_WAKE_DEEPEST:
+        for level in range(q.levels, 0, -1):
+            s = q.by_level[level].head
+            if s != DPA_NIL:
+                return s
+        return DPA_NIL
+    for level in range(1, q.levels + 1):
+        s = q.by_level[level].head
+        if s != DPA_NIL and (best == DPA_NIL or q.slots[s].seq < q.slots[best].seq):
+            best = s
+    return best
+
+
+# ================================================================== grants
+
+cdef int _grants_grow(grants_t* g, Py_ssize_t n) noexcept nogil:
+    """Make room for ``n`` more grants: 0, or -1 if out of memory (grants unchanged)."""
+    cdef Py_ssize_t live = g.len - g.head
+    cdef Py_ssize_t cap = g.cap
+    cdef grant_t* buf
+    if g.len + n <= g.cap:
+        return 0
+    if g.head > 0:  # drained from the front: slide down before growing
+        memmove(g.buf, g.buf + g.head, live * sizeof(grant_t))
+        g.head = 0
+        g.len = live
+        if live + n <= g.cap:
+            return 0
+    if cap < 16:
+        cap = 16
+    while cap < live + n:
+        cap *= 2
+    buf = <grant_t*>PyMem_RawRealloc(g.buf, <size_t>cap * sizeof(grant_t))
+    if buf == NULL:
+        return -1
+    g.buf = buf
+    g.cap = cap
+    return 0
+
+
+cdef int grants_reserve(grants_t* g, Py_ssize_t n) except -1 nogil:
+    if _grants_grow(g, n) < 0:
+        with gil:
+            raise MemoryError(f"cannot grow the grants buffer to {g.len - g.head + n} entries")
+    return 0
+
+
+cdef inline void _grants_push(grants_t* g, proc_t pid, tcb_t tcb) noexcept nogil:
+    # Room is reserved before every release (cap >= len + npending).
+    g.buf[g.len].pid = pid
+    g.buf[g.len].tcb = tcb
+    g.len += 1
+
+
+cdef int dpa_take_grant(dpa_t* d, proc_t* pid, tcb_t* tcb) noexcept nogil:
+    cdef grants_t* g = &d.grants
+    if g.head == g.len:
+        return 0
+    pid[0] = g.buf[g.head].pid
+    tcb[0] = g.buf[g.head].tcb
+    g.head += 1
+    if g.head == g.len:
+        g.head = 0
+        g.len = 0
+    return 1
+
+
+# ============================================================== allocator
+
+cdef inline pool_t _locate(dpa_t* d, tcb_t tcb, int32_t* level, tcb_t* base) noexcept nogil:
+    """Pool of a reserved TCB id; sets its level and the pool's first TCB id. O(levels)."""
+    cdef int32_t l
+    cdef level_info_t* L
+    cdef pool_t k
+    for l in range(1, d.levels + 1):
+        L = &d.level[l]
+        if tcb < L.end:
+            k = (tcb - L.base) // L.size
+            level[0] = l
+            base[0] = L.base + k * L.size
+            return L.first_pool + k
+    return DPA_NIL
+
+
+cdef inline tcb_t _pool_base(dpa_t* d, pool_t p, int32_t level) noexcept nogil:
+    cdef level_info_t* L = &d.level[level]
+    return L.base + (p - L.first_pool) * L.size
+
+
+cdef inline void _unres_hold(dpa_t* d, tcb_t u, proc_t pid) noexcept nogil:
+    """Push unreserved index ``u`` on ``pid``'s list of held unreserved TCBs."""
+    cdef tcb_t head = d.pid_unres[pid]
+    d.unres_prev[u] = DPA_NIL
+    d.unres_next[u] = head
+    if head != DPA_NIL:
+        d.unres_prev[head] = u
+    d.pid_unres[pid] = u
+
+
+cdef inline void _unres_unhold(dpa_t* d, tcb_t u, proc_t pid) noexcept nogil:
+    cdef tcb_t prev = d.unres_prev[u]
+    cdef tcb_t nxt = d.unres_next[u]
+    if prev == DPA_NIL:
+        d.pid_unres[pid] = nxt
+    else:
+        d.unres_next[prev] = nxt
+    if nxt != DPA_NIL:
+        d.unres_prev[nxt] = prev
+
+
+cdef inline tcb_t _pool_pop(dpa_t* d, pool_t p, int32_t level, proc_t pid) noexcept nogil:
+    cdef int32_t n = d.pool_nfree[p] - 1
+    cdef tcb_t t = d.pool_stack[_pool_base(d, p, level) + n]
+    d.pool_nfree[p] = n
+    d.holder[t] = pid
+    return t
+
+
+cdef inline void _grant(dpa_t* d, slot_t s, tcb_t tcb) noexcept nogil:
+    """Serve queued request ``s`` with ``tcb`` and record the grant."""
+    cdef proc_t pid = d.q.slots[s].pid
+    waitq_remove(&d.q, s)
+    d.holder[tcb] = pid
+    if tcb >= d.reserved_total:
+        _unres_hold(d, tcb - d.reserved_total, pid)
+    _grants_push(&d.grants, pid, tcb)
+    d.granted += 1
+
+
+cdef tcb_t _dpa_acquire(dpa_t* d, proc_t pid, int32_t level) noexcept nogil:
+    """Resolve one request; pid and level are valid.
+
+    Returns a TCB id, DPA_PENDING (queued) or DPA_QUEUE_FULL (nothing changed).
+    """
+    cdef pool_t* own = &d.owned[pid * d.levels + level - 1]
+    cdef pool_t p = own[0]
+    cdef level_info_t* L
+    cdef tcb_t u
+    if p != DPA_NIL:
+        if d.pool_nfree[p] > 0:
+            # FIG 5B blocks 514/516: a TCB of the pid's own pool at this level.
+            d.served_pool += 1
+            return _pool_pop(d, p, level, pid)
+    else:
+        L = &d.level[level]
+        if L.nfree_pools > 0:
+            # FIG 4 block 400, FIG 5A blocks 502/506, FIG 5B blocks 518/522:
+            # a whole pool goes to this pid ([0029]).
+            L.nfree_pools -= 1
+            own[0] = d.free_pools[L.first_pool + L.nfree_pools]
+            d.served_pool += 1
+            return _pool_pop(d, own[0], level, pid)
+    u = d.unres_free
+    if u != DPA_NIL:
+        # FIG 4 block 408, FIG 5A block 508: the unreserved pool.
+        d.unres_free = d.unres_next[u]
+        d.unres_nfree -= 1
+        d.holder[d.reserved_total + u] = pid
+        _unres_hold(d, u, pid)
+        d.served_unreserved += 1
+        return d.reserved_total + u
+    # FIG 4 block 412, FIG 5A block 512: wait, keeping arrival order.
+    if waitq_push(&d.q, pid, level, p == DPA_NIL) == DPA_QUEUE_FULL:
+        return DPA_QUEUE_FULL
+    d.queued += 1
+    return DPA_PENDING
+
+
+cdef void _dpa_release(dpa_t* d, tcb_t tcb) noexcept nogil:
+    """Release held ``tcb``; the grants buffer has room for ``npending`` grants."""
+    cdef proc_t owner = d.holder[tcb]
+    cdef proc_t pid
+    cdef int32_t level = 0
+    cdef tcb_t base = 0, u
+    cdef pool_t p
+    cdef slot_t s, nxt
+    cdef level_info_t* L
+    d.holder[tcb] = DPA_NIL
+    d.released += 1
+    if tcb >= d.reserved_total:
+        # FIG 6A block 612, FIG 6B blocks 614-620: a waiter by the wake
+        # policy gets the unreserved TCB, else it is free again.
+        u = tcb - d.reserved_total
+        _unres_unhold(d, u, owner)
+        s = waitq_wake(&d.q, d.wake)
+        if s != DPA_NIL:
+            _grant(d, s, tcb)
+        else:
+            d.unres_next[u] = d.unres_free
+            d.unres_free = u
+            d.unres_nfree += 1
+        return
+    p = _locate(d, tcb, &level, &base)
+    # The owner's own waiters at this level come first: the pool is theirs.
+    s = d.q.by_pid_level[owner * d.levels + level - 1].head
+    if s != DPA_NIL:
+        _grant(d, s, tcb)
+        return
+    # FIG 6A block 602: back to its pool.
+    d.pool_stack[base + d.pool_nfree[p]] = tcb
+    d.pool_nfree[p] += 1
+    L = &d.level[level]
+    if d.pool_nfree[p] < L.size:  # block 604: not wholly free yet
+        return
+    # Block 606: wholly free, so the pool is disowned ...
+    d.owned[owner * d.levels + level - 1] = DPA_NIL
+    # ... and blocks 608/610: handed to the oldest waiter without a pool here.
+    s = d.q.seekers[level].head
+    if s == DPA_NIL:
+        d.free_pools[L.first_pool + L.nfree_pools] = p
+        L.nfree_pools += 1
+        return
+    pid = d.q.slots[s].pid
+    # All of pid's requests at this level were seekers; they are now the pool
+    # owner's: granted oldest first while the pool has free TCBs, the rest
+    # wait on the pool.
+    s = d.q.by_pid_level[pid * d.levels + level - 1].head
+    while s != DPA_NIL:
+        nxt = d.q.slots[s].pl_next
+        waitq_unseek(&d.q, s)
+        if d.pool_nfree[p] > 0:
+            d.pool_nfree[p] -= 1
+            _grant(d, s, d.pool_stack[base + d.pool_nfree[p]])
+        s = nxt
+    d.owned[pid * d.levels + level - 1] = p
+
+
+cdef inline int _release_ready(dpa_t* d) noexcept nogil:
+    """Room for every grant a release can make (each serves one pending request)."""
+    if d.grants.len + d.q.npending <= d.grants.cap:
+        return 0
+    return _grants_grow(&d.grants, d.q.npending)
+
+
+# ------------------------------------------------------------ public C API
+
+cdef tcb_t dpa_try_acquire(dpa_t* d, proc_t pid, int32_t level) noexcept nogil:
+    if pid < 0 or pid >= d.max_processes or level < 1 or level > d.levels:
+        return DPA_BAD_ARG
+    return _dpa_acquire(d, pid, level)
+
+
+cdef tcb_t dpa_acquire(dpa_t* d, proc_t pid, int32_t level) except -2 nogil:
+    cdef tcb_t t
+    if pid < 0 or pid >= d.max_processes:
+        with gil:
+            raise ValueError(f"pid {pid} out of range [0, {d.max_processes})")
+    if level < 1 or level > d.levels:
+        with gil:
+            raise ValueError(f"level {level} out of range [1, {d.levels}]")
+    t = _dpa_acquire(d, pid, level)
+    if t == DPA_QUEUE_FULL:
+        with gil:
+            _raise_full(d, pid, level)
+    return t
+
+
+cdef int dpa_try_release(dpa_t* d, tcb_t tcb) noexcept nogil:
+    if tcb < 0 or tcb >= d.total or d.holder[tcb] == DPA_NIL:
+        return DPA_BAD_ARG
+    if _release_ready(d) < 0:
+        return DPA_NO_MEMORY
+    _dpa_release(d, tcb)
+    return 0
+
+
+cdef int dpa_release(dpa_t* d, tcb_t tcb) except -1 nogil:
+    cdef int rc = dpa_try_release(d, tcb)
+    if rc == DPA_BAD_ARG:
+        with gil:
+            _raise_bad_release(d, tcb)
+    elif rc == DPA_NO_MEMORY:
+        with gil:
+            raise MemoryError("cannot grow the grants buffer")
+    return 0
+
+
+cdef int32_t dpa_cancel(dpa_t* d, proc_t pid) noexcept nogil:
+    cdef int32_t n = 0, level
+    cdef slot_t s, nxt
+    if pid < 0 or pid >= d.max_processes:
+        return DPA_BAD_ARG
+    if d.q.pid_count[pid] == 0:
+        return 0
+    for level in range(1, d.levels + 1):
+        s = d.q.by_pid_level[pid * d.levels + level - 1].head
+        while s != DPA_NIL:
+            nxt = d.q.slots[s].pl_next
+            waitq_remove(&d.q, s)
+            n += 1
+            s = nxt
+    d.cancelled += n
+    return n
+
+
+cdef int _cmp_tcb(const void* a, const void* b) noexcept nogil:
+    cdef tcb_t x = (<const tcb_t*>a)[0]
+    cdef tcb_t y = (<const tcb_t*>b)[0]
+    return (x > y) - (x < y)
+
+
+cdef int32_t dpa_release_all(dpa_t* d, proc_t pid) except -1 nogil:
+    cdef int32_t n = 0, level, k = 0, i
+    cdef tcb_t u, t, base
+    cdef tcb_t* order = NULL
+    cdef pool_t p
+    if pid < 0 or pid >= d.max_processes:
+        with gil:
+            raise ValueError(f"pid {pid} out of range [0, {d.max_processes})")
+    # Get every buffer first, so that running out of memory changes nothing.
+    u = d.pid_unres[pid]
+    while u != DPA_NIL:
+        k += 1
+        u = d.unres_next[u]
+    if k > 0:
+        order = <tcb_t*>PyMem_RawMalloc(<size_t>k * sizeof(tcb_t))
+        if order == NULL:
+            with gil:
+                raise MemoryError(f"release_all({pid}): no memory to order {k} TCBs")
+    if _release_ready(d) < 0:
+        PyMem_RawFree(order)
+        with gil:
+            raise MemoryError("cannot grow the grants buffer")
+    dpa_cancel(d, pid)
+    # Reserved TCBs, deepest level first (a deeper level's work finishes first).
+    for level in range(d.levels, 0, -1):
+        p = d.owned[pid * d.levels + level - 1]
+        if p == DPA_NIL:
+            continue
+        base = _pool_base(d, p, level)
+        for t in range(base, base + d.level[level].size):
+            if d.holder[t] == pid:
+                _dpa_release(d, t)
+                n += 1
+    # Then the unreserved ones, in id order.
+    if k > 0:
+        u = d.pid_unres[pid]
+        for i in range(k):
+            order[i] = u
+            u = d.unres_next[u]
+        qsort(order, k, sizeof(tcb_t), _cmp_tcb)
+        for i in range(k):
+            _dpa_release(d, d.reserved_total + order[i])
+        n += k
+        PyMem_RawFree(order)
+    return n
+
+
+cdef proc_t dpa_holder(dpa_t* d, tcb_t tcb) noexcept nogil:
+    if tcb < 0 or tcb >= d.total:
+        return DPA_BAD_ARG
+    return d.holder[tcb]
+
+
+cdef int32_t dpa_level_of(dpa_t* d, tcb_t tcb) noexcept nogil:
+    cdef int32_t level = 0
+    cdef tcb_t base
+    if tcb < 0 or tcb >= d.total:
+        return DPA_BAD_ARG
+    if tcb >= d.reserved_total:
+        return 0
+    _locate(d, tcb, &level, &base)
+    return level
+
+
+cdef pool_t dpa_pool_of(dpa_t* d, tcb_t tcb) noexcept nogil:
+    cdef int32_t level
+    cdef tcb_t base
+    if tcb < 0 or tcb >= d.total:
+        return DPA_BAD_ARG
+    if tcb >= d.reserved_total:
+        return DPA_NIL
+    return _locate(d, tcb, &level, &base)
+
+
+cdef pool_t dpa_owned_pool(dpa_t* d, proc_t pid, int32_t level) noexcept nogil:
+    if pid < 0 or pid >= d.max_processes or level < 1 or level > d.levels:
+        return DPA_BAD_ARG
+    return d.owned[pid * d.levels + level - 1]
+
+
+cdef int32_t dpa_pending(dpa_t* d, proc_t pid) noexcept nogil:
+    if pid < 0 or pid >= d.max_processes:
+        return DPA_BAD_ARG
+    return d.q.pid_count[pid]
+
+
+# ========================================================= Python helpers
+
+cdef inline int _int_arg(object o, long long* out) except -1:
+    """Read an int argument: 0 (``*out`` set), 1 (an int beyond long long) or 2 (not an int)."""
+    cdef int overflow = 0
+    if not PyLong_CheckExact(o):
+        if isinstance(o, bool) or not PyIndex_Check(o):
+            return 2
+        o = PyNumber_Index(o)
+    out[0] = PyLong_AsLongLongAndOverflow(o, &overflow)
+    return 1 if overflow else 0
+
+
+cdef int _raise_bad_pid(object pid, proc_t max_processes) except -1:
+    cdef long long v = 0
+    if _int_arg(pid, &v) == 2:
+        raise ValueError(f"pid must be an int, got {pid!r}")
+    raise ValueError(f"pid {pid} out of range [0, {max_processes})")
+
+
+cdef int _raise_bad_depth(object depth, int32_t levels) except -1:
+    cdef long long v = 0
+    if _int_arg(depth, &v) == 2:
+        raise ValueError(f"depth must be an int, got {depth!r}")
+    raise ValueError(f"depth {depth} out of range [1, {levels}]")
+
+
+cdef int _raise_bad_remote(object depth, int32_t levels) except -1:
+    raise ValueError(
+        f"remote call at depth {depth} needs level {int(depth) + 1}, "
+        f"but there are only {levels} levels"
+    )
+
+
+cdef int _raise_full(dpa_t* d, proc_t pid, int32_t level) except -1:
+    raise QueueFull(
+        f"wait queue full ({d.q.capacity} requests pending); "
+        f"pid {pid} at level {level} not queued"
+    )
+
+
+cdef int _raise_bad_release(dpa_t* d, object tcb) except -1:
+    cdef long long v = 0
+    cdef int rc = _int_arg(tcb, &v)
+    if rc == 2:
+        raise AllocatorError(f"TCB {tcb!r} is not an int")
+    if rc == 1 or v < 0 or v >= d.total:
+        raise AllocatorError(f"TCB {tcb} is not an id of this allocator (0..{d.total - 1})")
+    raise AllocatorError(f"TCB {tcb} is free: released twice?")
+
+
+cdef int _raise_busy() except -1:
+    raise AllocatorError("allocator is busy: a batch is running on another thread")
+
+
+cdef inline proc_t _pid_arg(dpa_t* d, object pid) except -2:
+    cdef long long v = 0
+    if _int_arg(pid, &v) != 0 or v < 0 or v >= d.max_processes:
+        _raise_bad_pid(pid, d.max_processes)
+    return <proc_t>v
+
+
+cdef tcb_t _id_arg(dpa_t* d, object tcb) except -2:
+    """A TCB id argument of a query: ValueError unless it is an id of this allocator."""
+    cdef long long v = 0
+    cdef int rc = _int_arg(tcb, &v)
+    if rc == 2:
+        raise ValueError(f"TCB {tcb!r} is not an int")
+    if rc == 1 or v < 0 or v >= d.total:
+        raise ValueError(f"TCB {tcb} is not an id of this allocator (0..{d.total - 1})")
+    return <tcb_t>v
+
+
+def _validate_count(name: str, value: object, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise ValueError(f"{name} must be an int, got {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    if value > INT32_MAX:
+        raise ValueError(f"{name} must be <= {INT32_MAX}, got {value}")
+    return int(value)
+
+
+def _validate_depths(depths: object) -> tuple:
+    try:
+        items = list(depths)
+    except TypeError:
+        raise ValueError(f"depths must be a sequence of (pools, pool_size), got {depths!r}") from None
+    if not items:
+        raise ValueError("depths must name at least one level")
+    out = []
+    for i, item in enumerate(items, start=1):
+        try:
+            pools, size = item
+        except (TypeError, ValueError):
+            raise ValueError(f"depths[{i - 1}] (level {i}) must be (pools, pool_size), got {item!r}") from None
+        pools = _validate_count(f"depths[{i - 1}] pools (level {i})", pools, 0)
+        size = _validate_count(f"depths[{i - 1}] pool_size (level {i})", size, 1)
+        out.append((pools, size))
+    return tuple(out)
+
+
+def _int_array(name: str, a: object) -> object:
+    """``a`` as a contiguous int64 array; ValueError unless it holds integers."""
+    if a.size and a.dtype.kind not in "iu":
+        raise ValueError(f"{name} must be integers, got dtype {a.dtype}")
+    return np.ascontiguousarray(a, dtype=np.int64)
+
+
+cdef object _int32_copy(const int32_t* src, Py_ssize_t n):
+    out = np.empty(n, dtype=np.int32)
+    cdef int32_t[::1] view = out
+    if n > 0:
+        memcpy(&view[0], src, n * sizeof(int32_t))
+    return out
+
+
+cdef void* _alloc(dpa_t* d, Py_ssize_t n, size_t item) except NULL:
+    """PyMem_Malloc ``n`` items (at least one byte); counts them in ``nbytes``."""
+    cdef size_t size = <size_t>n * item
+    cdef void* p = PyMem_Malloc(size if size > 0 else 1)
+    if p == NULL:
+        raise MemoryError(f"cannot allocate {size} bytes for the allocator")
+    d.nbytes += <Py_ssize_t>size
+    return p
+
+
+# ========================================================= the cdef class
+
+cdef class DepthPoolAllocator:
+    """One cluster's resource manager (118a/118b): depth-level reserved pools.
+
+    ``DepthPoolAllocator(depths, unreserved=0, *, max_processes=65536,
+    max_waiters=65536, wake="deepest")``. ``depths`` is one ``(pools,
+    pool_size)`` per depth level 1..D (``pools >= 0``, ``pool_size >= 1``);
+    ``unreserved`` TCBs anybody may take; pids are ints in
+    ``[0, max_processes)``; at most ``max_waiters`` requests pend at once;
+    ``wake`` says who gets a freed unreserved TCB (``"deepest"`` level, then
+    oldest, or ``"fifo"``, the oldest). The contract is DESIGN §1 and the
+    TCB ids are those of :class:`pyresv.reference.DepthPoolAllocator`.
+
+    Every array is allocated once here (about 8 bytes per reserved TCB, 12
+    per unreserved TCB, 8 per pool, ``12 * D + 8`` per pid and 48 per
+    wait-queue slot; see :attr:`nbytes`). Raises ``ValueError`` on a bad
+    argument, naming it, and ``MemoryError`` if the arrays do not fit.
+    """
+
+    def __cinit__(
+        self,
+        depths,
+        unreserved=0,
+        *,
+        max_processes=65536,
+        max_waiters=65536,
+        wake="deepest",
+    ):
+        cdef dpa_t* d = &self.core
+        cdef int32_t l, i
+        cdef pool_t p, first = 0
+        cdef tcb_t base = 0, b, s, u
+        cdef level_info_t* L
+        levels = _validate_depths(depths)
+        n_unres = _validate_count("unreserved", unreserved, 0)
+        n_procs = _validate_count("max_processes", max_processes, 1)
+        n_wait = _validate_count("max_waiters", max_waiters, 1)
+        if wake not in _WAKE_POLICIES:
+            raise ValueError(f"wake must be 'deepest' or 'fifo', got {wake!r}")
+        if len(levels) > 65535:
+            raise ValueError(f"depths names {len(levels)} levels; at most 65535 are supported")
+        reserved = sum(pools * size for pools, size in levels)
+        npools = sum(pools for pools, _ in levels)
+        if reserved + n_unres > INT32_MAX - 1:
+            raise ValueError(
+                f"{reserved + n_unres} TCBs in all; at most {INT32_MAX - 1} are supported"
+            )
+        self._depths = levels
+        d.levels = len(levels)
+        d.reserved_total = reserved
+        d.unreserved = n_unres
+        d.total = reserved + n_unres
+        d.npools = npools
+        d.max_processes = n_procs
+        d.wake = DPA_WAKE_DEEPEST if wake == "deepest" else DPA_WAKE_FIFO
+        d.nbytes = 0
+
+        # Levels and pools, level-major (FIG 3A-3C).
+        d.level = <level_info_t*>_alloc(d, d.levels + 1, sizeof(level_info_t))
+        memset(d.level, 0, (d.levels + 1) * sizeof(level_info_t))
+        d.pool_nfree = <int32_t*>_alloc(d, npools, sizeof(int32_t))
+        d.free_pools = <pool_t*>_alloc(d, npools, sizeof(pool_t))
+        d.pool_stack = <tcb_t*>_alloc(d, reserved, sizeof(tcb_t))
+        for l in range(1, d.levels + 1):
+            L = &d.level[l]
+            L.pools = levels[l - 1][0]
+            L.size = levels[l - 1][1]
+            L.first_pool = first
+            L.base = base
+            L.end = base + L.pools * L.size
+            L.nfree_pools = L.pools
+            for i in range(L.pools):
+                # Stacks pop from the top: lowest pool id and lowest TCB id first.
+                d.free_pools[first + i] = first + L.pools - 1 - i
+                p = first + i
+                b = base + i * L.size
+                d.pool_nfree[p] = L.size
+                for s in range(L.size):
+                    d.pool_stack[b + s] = b + L.size - 1 - s
+            first += L.pools
+            base = L.end
+
+        # TCBs: holders, and the unreserved free stack (122a/122b).
+        d.holder = <proc_t*>_alloc(d, d.total, sizeof(proc_t))
+        memset(d.holder, 0xFF, d.total * sizeof(proc_t))  # all DPA_NIL
+        d.unres_next = <tcb_t*>_alloc(d, n_unres, sizeof(tcb_t))
+        d.unres_prev = <tcb_t*>_alloc(d, n_unres, sizeof(tcb_t))
+        for u in range(d.unreserved):
+            d.unres_next[u] = u + 1 if u + 1 < d.unreserved else DPA_NIL
+            d.unres_prev[u] = DPA_NIL
+        d.unres_free = 0 if d.unreserved > 0 else DPA_NIL
+        d.unres_nfree = d.unreserved
+
+        # Per-pid tables.
+        d.pid_unres = <tcb_t*>_alloc(d, n_procs, sizeof(tcb_t))
+        memset(d.pid_unres, 0xFF, <size_t>n_procs * sizeof(tcb_t))
+        d.owned = <pool_t*>_alloc(d, <Py_ssize_t>n_procs * d.levels, sizeof(pool_t))
+        memset(d.owned, 0xFF, <size_t>n_procs * d.levels * sizeof(pool_t))
+
+        # The wait queue. Slots are handed out from a high-water mark, so the
+        # (large, mostly unused) slot array is never touched up front.
+        d.q.capacity = n_wait
+        d.q.levels = d.levels
+        d.q.used = 0
+        d.q.free_head = DPA_NIL
+        d.q.npending = 0
+        d.q.next_seq = 0
+        d.q.slots = <waiter_t*>_alloc(d, n_wait, sizeof(waiter_t))
+        d.q.by_level = <slot_list_t*>_alloc(d, d.levels + 1, sizeof(slot_list_t))
+        memset(d.q.by_level, 0xFF, (d.levels + 1) * sizeof(slot_list_t))
+        d.q.seekers = <slot_list_t*>_alloc(d, d.levels + 1, sizeof(slot_list_t))
+        memset(d.q.seekers, 0xFF, (d.levels + 1) * sizeof(slot_list_t))
+        d.q.level_count = <int32_t*>_alloc(d, d.levels + 1, sizeof(int32_t))
+        memset(d.q.level_count, 0, (d.levels + 1) * sizeof(int32_t))
+        d.q.by_pid_level = <slot_list_t*>_alloc(d, <Py_ssize_t>n_procs * d.levels, sizeof(slot_list_t))
+        memset(d.q.by_pid_level, 0xFF, <size_t>n_procs * d.levels * sizeof(slot_list_t))
+        d.q.pid_count = <int32_t*>_alloc(d, n_procs, sizeof(int32_t))
+        memset(d.q.pid_count, 0, <size_t>n_procs * sizeof(int32_t))
+
+        # Grants: PyMem_Raw* so that a release may grow it without the GIL.
+        d.grants.buf = <grant_t*>PyMem_RawMalloc(16 * sizeof(grant_t))
+        if d.grants.buf == NULL:
+            raise MemoryError("cannot allocate the grants buffer")
+        d.grants.cap = 16
+        d.grants.head = 0
+        d.grants.len = 0
+
+    def __dealloc__(self):
+        cdef dpa_t* d = &self.core
+        PyMem_Free(d.level)
+        PyMem_Free(d.pool_nfree)
+        PyMem_Free(d.free_pools)
+        PyMem_Free(d.pool_stack)
+        PyMem_Free(d.holder)
+        PyMem_Free(d.unres_next)
+        PyMem_Free(d.unres_prev)
+        PyMem_Free(d.pid_unres)
+        PyMem_Free(d.owned)
+        PyMem_Free(d.q.slots)
+        PyMem_Free(d.q.by_level)
+        PyMem_Free(d.q.seekers)
+        PyMem_Free(d.q.level_count)
+        PyMem_Free(d.q.by_pid_level)
+        PyMem_Free(d.q.pid_count)
+        PyMem_RawFree(d.grants.buf)
+
+    # -------------------------------------------------------------- props
+    @property
+    def levels(self) -> int:
+        """Number of depth levels D."""
+        return self.core.levels
+
+    @property
+    def total(self) -> int:
+        """Number of TCBs, reserved and unreserved."""
+        return self.core.total
+
+    @property
+    def depths(self) -> list:
+        """The ``(pools, pool_size)`` of each level, as constructed."""
+        return list(self._depths)
+
+    @property
+    def unreserved(self) -> int:
+        """Number of TCBs in the unreserved pool."""
+        return self.core.unreserved
+
+    @property
+    def max_processes(self) -> int:
+        """pids must be below this."""
+        return self.core.max_processes
+
+    @property
+    def max_waiters(self) -> int:
+        """Capacity of the wait queue."""
+        return self.core.q.capacity
+
+    @property
+    def wake(self) -> str:
+        """Wake policy for freed unreserved TCBs: ``"deepest"`` or ``"fifo"``."""
+        return "deepest" if self.core.wake == DPA_WAKE_DEEPEST else "fifo"
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of C arrays this allocator holds (the grants buffer included)."""
+        return self.core.nbytes + self.core.grants.cap * sizeof(grant_t)
+
+    # ------------------------------------------------------------ acquire
+    def acquire(self, pid, depth=1, remote=False):
+        """Ask for one TCB for ``pid``; the TCB id, or :data:`~pyresv.PENDING` when queued.
+
+        The level is ``depth + 1`` for a call from another cluster
+        (``remote=True``, FIG 5A) and ``depth`` otherwise (FIG 5B). A queued
+        request is served later through :meth:`take_grants`. Raises
+        ``ValueError`` for a bad pid or depth and :class:`~pyresv.QueueFull`
+        when the queue is full; the state is then unchanged.
+        """
+        cdef dpa_t* d = &self.core
+        cdef long long p = 0, dep = 0
+        cdef int32_t level
+        cdef tcb_t t
+        if self._busy:
+            _raise_busy()
+        if _int_arg(pid, &p) != 0 or p < 0 or p >= d.max_processes:
+            _raise_bad_pid(pid, d.max_processes)
+        if _int_arg(depth, &dep) != 0 or dep < 1 or dep > d.levels:
+            _raise_bad_depth(depth, d.levels)
+        level = <int32_t>dep
+        if remote:
+            level += 1
+            if level > d.levels:
+                _raise_bad_remote(depth, d.levels)
+        t = _dpa_acquire(d, <proc_t>p, level)
+        if t == DPA_QUEUE_FULL:
+            _raise_full(d, <proc_t>p, level)
+        return t
+
+    def release(self, tcb):
+        """Return a held TCB (FIG 6A/6B); it may be granted to a waiter at once.
+
+        Raises :class:`~pyresv.AllocatorError` if ``tcb`` is free or not an
+        id of this allocator; the state is then unchanged.
+        """
+        cdef dpa_t* d = &self.core
+        cdef long long t = 0
+        if self._busy:
+            _raise_busy()
+        if _int_arg(tcb, &t) != 0 or t < 0 or t >= d.total or d.holder[t] == DPA_NIL:
+            _raise_bad_release(d, tcb)
+        if d.grants.len + d.q.npending > d.grants.cap:
+            grants_reserve(&d.grants, d.q.npending)
+        _dpa_release(d, <tcb_t>t)
+
+    def take_grants(self):
+        """Return and clear the ``(pid, tcb)`` grants made to queued requests, oldest first."""
+        cdef grants_t* g = &self.core.grants
+        cdef Py_ssize_t i
+        if self._busy:
+            _raise_busy()
+        out = [(g.buf[i].pid, g.buf[i].tcb) for i in range(g.head, g.len)]
+        g.head = 0
+        g.len = 0
+        return out
+
+    def cancel(self, pid):
+        """Drop every pending request of ``pid``; return how many."""
+        if self._busy:
+            _raise_busy()
+        return dpa_cancel(&self.core, _pid_arg(&self.core, pid))
+
+    def release_all(self, pid):
+        """Cancel ``pid``'s requests, then release every TCB it holds; return how many TCBs.
+
+        Reserved TCBs go first, deepest level first, then the unreserved ones,
+        each in id order (owner death, withdraw).
+        """
+        if self._busy:
+            _raise_busy()
+        return dpa_release_all(&self.core, _pid_arg(&self.core, pid))
+
+    def level_of(self, tcb):
+        """The level of the TCB's pool, 0 for an unreserved TCB."""
+        return dpa_level_of(&self.core, _id_arg(&self.core, tcb))
+
+    def holder(self, tcb):
+        """The pid holding ``tcb``, or -1 when it is free."""
+        return self.core.holder[_id_arg(&self.core, tcb)]
+
+    def pending(self, pid=None):
+        """Number of pending requests, of ``pid`` or of everybody."""
+        if pid is None:
+            return self.core.q.npending
+        return self.core.q.pid_count[_pid_arg(&self.core, pid)]
+
+    def owned_pool(self, pid, level):
+        """The pool ``pid`` owns at ``level``, or -1."""
+        cdef proc_t p = _pid_arg(&self.core, pid)
+        cdef long long v = 0
+        if _int_arg(level, &v) != 0 or v < 1 or v > self.core.levels:
+            raise ValueError(f"level {level} out of range [1, {self.core.levels}]")
+        return self.core.owned[p * self.core.levels + <int32_t>v - 1]
+
+    def stats(self):
+        """A snapshot of plain ints and lists; two equal states compare ``==``."""
+        cdef dpa_t* d = &self.core
+        cdef int32_t l
+        cdef pool_t p
+        cdef long long nfree
+        cdef level_info_t* L
+        if self._busy:
+            _raise_busy()
+        free, held, free_pools, owned_pools, pending = [], [], [], [], []
+        for l in range(1, d.levels + 1):
+            L = &d.level[l]
+            nfree = 0
+            for p in range(L.first_pool, L.first_pool + L.pools):
+                nfree += d.pool_nfree[p]
+            free.append(nfree)
+            held.append(<long long>L.pools * L.size - nfree)
+            free_pools.append(L.nfree_pools)
+            owned_pools.append(L.pools - L.nfree_pools)
+            pending.append(d.q.level_count[l])
+        return {
+            "levels": d.levels,
+            "total": d.total,
+            "free": free,
+            "held": held,
+            "free_pools": free_pools,
+            "owned_pools": owned_pools,
+            "unreserved_free": d.unres_nfree,
+            "unreserved_held": d.unreserved - d.unres_nfree,
+            "pending": pending,
+            "pending_total": d.q.npending,
+            "served_pool": d.served_pool,
+            "served_unreserved": d.served_unreserved,
+            "queued": d.queued,
+            "granted": d.granted,
+            "cancelled": d.cancelled,
+            "released": d.released,
+        }
+
+    def check(self):
+        """Verify every invariant of DESIGN §1 and the internal tables.
+
+        Raises :class:`~pyresv.AllocatorError` naming the first that fails.
+        """
+        if self._busy:
+            _raise_busy()
+        msg = _find_broken(self)
+        if msg is not None:
+            raise AllocatorError(msg)
+
+    # ------------------------------------------------------------ batches
+    def acquire_many(self, pids, depths, remote=None):
+        """:meth:`acquire` for each ``(pid, depth, remote)``; an ``int32`` array of results.
+
+        Everything is validated first, so an error leaves the state as it
+        was: ``ValueError`` for bad shapes or values, and
+        :class:`~pyresv.QueueFull` if the batch could overflow the queue
+        (``pending() + len(pids) > max_waiters``). The loop runs without the
+        GIL.
+        """
+        cdef dpa_t* d = &self.core
+        cdef Py_ssize_t i, n, bad = -1
+        cdef const int64_t[::1] pv
+        cdef const int64_t[::1] dv
+        cdef const uint8_t[::1] rv
+        cdef int32_t[::1] lv
+        cdef int32_t[::1] ov
+        cdef int64_t x, y
+        if self._busy:
+            _raise_busy()
+        p = np.asarray(pids)
+        dd = np.asarray(depths)
+        r = np.zeros(p.shape, dtype=bool) if remote is None else np.asarray(remote)
+        if p.ndim != 1 or dd.shape != p.shape or r.shape != p.shape:
+            raise ValueError(
+                f"pids, depths and remote must be 1-d of one length, got shapes "
+                f"{p.shape}, {dd.shape}, {r.shape}"
+            )
+        pv = _int_array("pids", p)
+        dv = _int_array("depths", dd)
+        rv = np.ascontiguousarray(r, dtype=bool).view(np.uint8)
+        n = pv.shape[0]
+        levels = np.empty(n, dtype=np.int32)
+        lv = levels
+        with nogil:
+            for i in range(n):
+                x = pv[i]
+                y = dv[i]
+                if x < 0 or x >= d.max_processes or y < 1 or y + (rv[i] != 0) > d.levels:
+                    bad = i
+                    break
+                lv[i] = <int32_t>(y + (rv[i] != 0))
+        if bad >= 0:
+            if pv[bad] < 0 or pv[bad] >= d.max_processes:
+                _raise_bad_pid(int(pv[bad]), d.max_processes)
+            if dv[bad] < 1 or dv[bad] > d.levels:
+                _raise_bad_depth(int(dv[bad]), d.levels)
+            _raise_bad_remote(int(dv[bad]), d.levels)
+        if d.q.npending + n > d.q.capacity:
+            raise QueueFull(
+                f"a batch of {n} with {d.q.npending} pending could exceed "
+                f"max_waiters={d.q.capacity}"
+            )
+        out = np.empty(n, dtype=np.int32)
+        ov = out
+        self._busy = True
+        with nogil:
+            for i in range(n):
+                ov[i] = _dpa_acquire(d, <proc_t>pv[i], lv[i])
+        self._busy = False
+        return out
+
+    def release_many(self, tcbs):
+        """:meth:`release` for each TCB, in order; the loop runs without the GIL.
+
+        All must be held and distinct, else :class:`~pyresv.AllocatorError`
+        and nothing is released.
+        """
+        cdef dpa_t* d = &self.core
+        cdef Py_ssize_t i, n, marked = 0, bad = -1
+        cdef const int64_t[::1] tv
+        cdef int64_t x
+        if self._busy:
+            _raise_busy()
+        t = np.asarray(tcbs)
+        if t.ndim != 1:
+            raise ValueError(f"tcbs must be 1-d, got shape {t.shape}")
+        if t.size and t.dtype.kind not in "iu":
+            raise AllocatorError(f"TCB {t[0]!r} is not an int")
+        tv = np.ascontiguousarray(t, dtype=np.int64)
+        n = tv.shape[0]
+        with nogil:
+            for i in range(n):
+                x = tv[i]
+                if x < 0 or x >= d.total or d.holder[x] == DPA_NIL:
+                    bad = i
+                    break
+        if bad >= 0:
+            _raise_bad_release(d, int(tv[bad]))
+        # Distinct: mark each holder negative (-2 - pid) in turn, then restore.
+        with nogil:
+            for i in range(n):
+                x = tv[i]
+                if d.holder[x] < DPA_NIL:
+                    bad = i
+                    break
+                d.holder[x] = -2 - d.holder[x]
+                marked += 1
+            for i in range(marked):
+                x = tv[i]
+                d.holder[x] = -2 - d.holder[x]
+        if bad >= 0:
+            raise AllocatorError(f"TCB {tv[bad]} appears twice in one release_many batch")
+        if d.grants.len + d.q.npending > d.grants.cap:
+            grants_reserve(&d.grants, d.q.npending)
+        self._busy = True
+        with nogil:
+            for i in range(n):
+                _dpa_release(d, <tcb_t>tv[i])
+        self._busy = False
+
+    # ----------------------------------------------------------- pickling
+    def __reduce__(self):
+        kwargs = {
+            "depths": list(self._depths),
+            "unreserved": self.core.unreserved,
+            "max_processes": self.core.max_processes,
+            "max_waiters": self.core.q.capacity,
+            "wake": self.wake,
+        }
+        return (_rebuild, (type(self), kwargs, _getstate(self)))
+
+    def __repr__(self):
+        return (
+            f"{type(self).__name__}(depths={self.depths}, unreserved={self.core.unreserved}, "
+            f"wake={self.wake!r}) pending={self.core.q.npending}"
+        )
+
+
+# ================================================================ pickling
+
+def _rebuild(cls, kwargs, state):
+    """Unpickle: a fresh allocator, then the saved state (validated and checked)."""
+    cdef DepthPoolAllocator obj = cls(**kwargs)
+    _setstate(obj, state)
+    return obj
+
+
+cdef dict _getstate(DepthPoolAllocator a):
+    """The whole state as plain ints and numpy arrays (free-stack order included)."""
+    cdef dpa_t* d = &a.core
+    cdef int32_t l
+    cdef pool_t p
+    cdef Py_ssize_t i, k
+    cdef tcb_t u, base
+    cdef slot_t s
+    cdef level_info_t* L
+    cdef int32_t[::1] v32
+    cdef int64_t[:, ::1] w
+    if a._busy:
+        _raise_busy()
+    # Each pool's free stack, bottom to top, concatenated in pool order.
+    k = 0
+    for p in range(d.npools):
+        k += d.pool_nfree[p]
+    pool_free = np.empty(k, dtype=np.int32)
+    v32 = pool_free
+    k = 0
+    for l in range(1, d.levels + 1):
+        L = &d.level[l]
+        for p in range(L.first_pool, L.first_pool + L.pools):
+            base = _pool_base(d, p, l)
+            for i in range(d.pool_nfree[p]):
+                v32[k] = d.pool_stack[base + i]
+                k += 1
+    # Each level's free-pool stack, bottom to top.
+    k = 0
+    for l in range(1, d.levels + 1):
+        k += d.level[l].nfree_pools
+    free_pools = np.empty(k, dtype=np.int32)
+    level_free_pools = np.empty(d.levels, dtype=np.int32)
+    v32 = free_pools
+    k = 0
+    for l in range(1, d.levels + 1):
+        L = &d.level[l]
+        level_free_pools[l - 1] = L.nfree_pools
+        for i in range(L.nfree_pools):
+            v32[k] = d.free_pools[L.first_pool + i]
+            k += 1
+    # The unreserved free stack, bottom to top.
+    unres_free = np.empty(d.unres_nfree, dtype=np.int32)
+    v32 = unres_free
+    u = d.unres_free
+    for i in range(d.unres_nfree - 1, -1, -1):
+        v32[i] = d.reserved_total + u
+        u = d.unres_next[u]
+    # Pending requests (pid, level, seq), oldest first.
+    waiters = np.empty((d.q.npending, 3), dtype=np.int64)
+    w = waiters
+    k = 0
+    for l in range(1, d.levels + 1):
+        s = d.q.by_level[l].head
+        while s != DPA_NIL:
+            w[k, 0] = d.q.slots[s].pid
+            w[k, 1] = l
+            w[k, 2] = d.q.slots[s].seq
+            k += 1
+            s = d.q.slots[s].lvl_next
+    waiters = waiters[np.argsort(waiters[:, 2], kind="stable")]
+    grants = np.empty((d.grants.len - d.grants.head, 2), dtype=np.int32)
+    for i in range(d.grants.head, d.grants.len):
+        grants[i - d.grants.head, 0] = d.grants.buf[i].pid
+        grants[i - d.grants.head, 1] = d.grants.buf[i].tcb
+    return {
+        "version": _STATE_VERSION,
+        "holder": _int32_copy(d.holder, d.total),
+        "pool_nfree": _int32_copy(d.pool_nfree, d.npools),
+        "pool_free": pool_free,
+        "level_free_pools": level_free_pools,
+        "free_pools": free_pools,
+        "unres_free": unres_free,
+        "waiters": waiters,
+        "next_seq": d.q.next_seq,
+        "grants": grants,
+        "counters": {
+            "served_pool": d.served_pool,
+            "served_unreserved": d.served_unreserved,
+            "queued": d.queued,
+            "granted": d.granted,
+            "cancelled": d.cancelled,
+            "released": d.released,
+        },
+    }
+
+
+cdef int _bad_state(str msg) except -1:
+    raise AllocatorError(f"inconsistent pickled allocator state: {msg}")
+
+
+cdef int _setstate(DepthPoolAllocator a, dict state) except -1:
+    """Load ``_getstate`` output into a fresh allocator of the same shape.
+
+    Everything that indexes memory is validated first; the invariants are
+    then verified by ``check()``. Raises AllocatorError on a bad state.
+    """
+    cdef dpa_t* d = &a.core
+    cdef int32_t l, level
+    cdef pool_t p
+    cdef Py_ssize_t i, k, n
+    cdef tcb_t t, u, base
+    cdef proc_t pid
+    cdef slot_t s
+    cdef int64_t last_seq = -1
+    cdef level_info_t* L
+    cdef const int32_t[::1] hv
+    cdef const int32_t[::1] v32
+    cdef const int32_t[::1] nf
+    cdef const int64_t[:, ::1] w
+    cdef uint8_t[::1] seen
+    if state.get("version") != _STATE_VERSION:
+        _bad_state(f"unknown version {state.get('version')!r}")
+    try:
+        hv = np.ascontiguousarray(state["holder"], dtype=np.int32)
+        nfree_arr = np.ascontiguousarray(state["pool_nfree"], dtype=np.int32)
+        pool_free = np.ascontiguousarray(state["pool_free"], dtype=np.int32)
+        level_free_pools = np.ascontiguousarray(state["level_free_pools"], dtype=np.int32)
+        free_pools = np.ascontiguousarray(state["free_pools"], dtype=np.int32)
+        unres_free = np.ascontiguousarray(state["unres_free"], dtype=np.int32)
+        waiters = np.ascontiguousarray(state["waiters"], dtype=np.int64).reshape(-1, 3)
+        grants = np.ascontiguousarray(state["grants"], dtype=np.int32).reshape(-1, 2)
+        next_seq = int(state["next_seq"])
+        counters = {name: int(state["counters"][name]) for name in _COUNTERS}
+    except (KeyError, TypeError, ValueError) as exc:
+        _bad_state(f"{type(exc).__name__}: {exc}")
+    if hv.shape[0] != d.total or nfree_arr.shape[0] != d.npools or level_free_pools.shape[0] != d.levels:
+        _bad_state("array lengths do not match the allocator's shape")
+    for t in range(d.total):
+        if hv[t] < DPA_NIL or hv[t] >= d.max_processes:
+            _bad_state(f"TCB {t} held by pid {hv[t]}, out of range")
+    if d.total > 0:
+        memcpy(d.holder, &hv[0], d.total * sizeof(proc_t))
+    seen = np.zeros(max(d.total, d.npools, 1), dtype=np.uint8)
+
+    # Pools: free stacks hold distinct free TCBs of their own pool.
+    nf = nfree_arr
+    k = 0
+    for p in range(d.npools):
+        k += nf[p]
+    v32 = pool_free
+    if v32.shape[0] != k:
+        _bad_state("pool free stacks do not match pool_nfree")
+    k = 0
+    for l in range(1, d.levels + 1):
+        L = &d.level[l]
+        for p in range(L.first_pool, L.first_pool + L.pools):
+            n = nf[p]
+            if n < 0 or n > L.size:
+                _bad_state(f"pool {p} has {n} free TCBs of {L.size}")
+            base = _pool_base(d, p, l)
+            for i in range(n):
+                t = v32[k]
+                k += 1
+                if t < base or t >= base + L.size or seen[t] or d.holder[t] != DPA_NIL:
+                    _bad_state(f"pool {p}'s free stack holds TCB {t}")
+                seen[t] = 1
+                d.pool_stack[base + i] = t
+            d.pool_nfree[p] = <int32_t>n
+    # Free pools: wholly free pools of their level, each once.
+    v32 = free_pools
+    seen[:] = 0
+    k = 0
+    for l in range(1, d.levels + 1):
+        L = &d.level[l]
+        n = level_free_pools[l - 1]
+        if n < 0 or n > L.pools or k + n > v32.shape[0]:
+            _bad_state(f"level {l} lists {n} free pools")
+        for i in range(n):
+            p = v32[k]
+            k += 1
+            if p < L.first_pool or p >= L.first_pool + L.pools or seen[p] or d.pool_nfree[p] != L.size:
+                _bad_state(f"level {l}'s free-pool stack holds pool {p}")
+            seen[p] = 1
+            d.free_pools[L.first_pool + i] = p
+        L.nfree_pools = <pool_t>n
+    if k != v32.shape[0]:
+        _bad_state("free-pool stacks do not match level_free_pools")
+    # Ownership: the pid holding a pool's TCBs owns it.
+    for l in range(1, d.levels + 1):
+        L = &d.level[l]
+        for p in range(L.first_pool, L.first_pool + L.pools):
+            base = _pool_base(d, p, l)
+            for t in range(base, base + L.size):
+                if d.holder[t] != DPA_NIL:
+                    d.owned[d.holder[t] * d.levels + l - 1] = p
+                    break
+    # Unreserved: the free stack holds distinct free unreserved TCBs.
+    v32 = unres_free
+    seen[:] = 0
+    d.unres_free = DPA_NIL
+    for i in range(v32.shape[0]):
+        t = v32[i]
+        if t < d.reserved_total or t >= d.total or seen[t] or d.holder[t] != DPA_NIL:
+            _bad_state(f"unreserved free stack holds TCB {t}")
+        seen[t] = 1
+        u = t - d.reserved_total
+        d.unres_next[u] = d.unres_free
+        d.unres_free = u
+    d.unres_nfree = <tcb_t>v32.shape[0]
+    for t in range(d.reserved_total, d.total):
+        if d.holder[t] != DPA_NIL:
+            _unres_hold(d, t - d.reserved_total, d.holder[t])
+    # Pending requests in arrival order.
+    w = waiters
+    if w.shape[0] > d.q.capacity:
+        _bad_state(f"{w.shape[0]} requests pend but max_waiters is {d.q.capacity}")
+    for i in range(w.shape[0]):
+        if w[i, 0] < 0 or w[i, 0] >= d.max_processes or w[i, 1] < 1 or w[i, 1] > d.levels:
+            _bad_state(f"request {i} names pid {w[i, 0]} at level {w[i, 1]}")
+        if w[i, 2] <= last_seq or w[i, 2] >= next_seq:
+            _bad_state(f"request {i} has arrival number {w[i, 2]} out of order")
+        last_seq = w[i, 2]
+        pid = <proc_t>w[i, 0]
+        level = <int32_t>w[i, 1]
+        s = waitq_push(&d.q, pid, level, d.owned[pid * d.levels + level - 1] == DPA_NIL)
+        d.q.slots[s].seq = w[i, 2]
+    d.q.next_seq = next_seq
+    # Grants not yet taken.
+    if _grants_grow(&d.grants, grants.shape[0]) < 0:
+        raise MemoryError("cannot allocate the grants buffer")
+    for i in range(grants.shape[0]):
+        if not (0 <= grants[i, 0] < d.max_processes and 0 <= grants[i, 1] < d.total):
+            _bad_state(f"grant {i} names pid {grants[i, 0]} and TCB {grants[i, 1]}")
+        _grants_push(&d.grants, grants[i, 0], grants[i, 1])
+    d.served_pool = counters["served_pool"]
+    d.served_unreserved = counters["served_unreserved"]
+    d.queued = counters["queued"]
+    d.granted = counters["granted"]
+    d.cancelled = counters["cancelled"]
+    d.released = counters["released"]
+    msg = _find_broken(a)
+    if msg is not None:
+        _bad_state(msg)
+    return 0
+
+
+# =================================================================== check
+
+cdef object _find_broken(DepthPoolAllocator a):
+    """The first broken invariant as a message, or None (DESIGN §1 ``check()``)."""
+    cdef dpa_t* d = &a.core
+    cdef waitq_t* q = &a.core.q
+    cdef int32_t l, size, nfree, nheld
+    cdef pool_t p, op, pool
+    cdef level_info_t* L
+    cdef waiter_t* w
+    cdef tcb_t t, base, u, prev
+    cdef proc_t owner, pid
+    cdef slot_t s, sp
+    cdef Py_ssize_t i, count, total_pending, nheld_unres, nseek, nfree_slots
+    cdef int64_t last_seq
+    cdef int32_t[::1] cnt
+    cdef uint8_t[::1] mark = np.zeros(max(d.total, d.npools, 1), dtype=np.uint8)
+    cdef uint8_t[::1] in_free = np.zeros(max(d.npools, 1), dtype=np.uint8)
+
+    # Free-pool stacks: pools of their level, each once.
+    for l in range(1, d.levels + 1):
+        L = &d.level[l]
+        if L.nfree_pools < 0 or L.nfree_pools > L.pools:
+            return f"level {l}: {L.nfree_pools} free pools of {L.pools}"
+        for i in range(L.nfree_pools):
+            p = d.free_pools[L.first_pool + i]
+            if p < L.first_pool or p >= L.first_pool + L.pools or in_free[p]:
+                return f"level {l}: free-pool stack corrupt (pool {p})"
+            in_free[p] = 1
+    # Pools: every TCB free or held; owned iff a TCB is held, by its owner.
+    for l in range(1, d.levels + 1):
+        L = &d.level[l]
+        size = L.size
+        for p in range(L.first_pool, L.first_pool + L.pools):
+            base = _pool_base(d, p, l)
+            nfree = d.pool_nfree[p]
+            if nfree < 0 or nfree > size:
+                return f"pool {p}: free stack corrupt ({nfree} free of {size})"
+            for i in range(nfree):
+                t = d.pool_stack[base + i]
+                if t < base or t >= base + size or mark[t]:
+                    return f"pool {p}: free stack corrupt"
+                mark[t] = 1
+                if d.holder[t] != DPA_NIL:
+                    return f"TCB {t} is on pool {p}'s free stack but held by pid {d.holder[t]}"
+            nheld = 0
+            owner = DPA_NIL
+            for t in range(base, base + size):
+                if d.holder[t] != DPA_NIL:
+                    nheld += 1
+                    if owner == DPA_NIL:
+                        owner = d.holder[t]
+                    elif d.holder[t] != owner:
+                        return (
+                            f"pool {p} owned by pid {owner} has TCB {t} held by pid {d.holder[t]}"
+                        )
+            if nheld + nfree != size:
+                return f"pool {p}: {nheld} held + {nfree} free != size {size}"
+            if (nheld > 0) == in_free[p]:
+                return f"pool {p}: {nheld} TCBs held but on the free-pool stack: {bool(in_free[p])}"
+            if nheld > 0 and d.owned[owner * d.levels + l - 1] != p:
+                return f"pool {p}: owner {owner} does not list it at level {l}"
+    # Ownership table: a pid owns at most one pool per level, an owned one.
+    for pid in range(d.max_processes):
+        for l in range(1, d.levels + 1):
+            p = d.owned[pid * d.levels + l - 1]
+            if p == DPA_NIL:
+                continue
+            L = &d.level[l]
+            if p < L.first_pool or p >= L.first_pool + L.pools:
+                return f"pid {pid} level {l}: ownership table names pool {p} of another level"
+            base = _pool_base(d, p, l)
+            owner = DPA_NIL
+            for t in range(base, base + L.size):
+                if d.holder[t] != DPA_NIL:
+                    owner = d.holder[t]
+                    break
+            if owner != pid:
+                return f"pid {pid} level {l}: ownership table names pool {p} wrongly (holder {owner})"
+    # Unreserved: the free stack holds distinct free TCBs; the rest are held
+    # and on their holder's list.
+    count = 0
+    u = d.unres_free
+    while u != DPA_NIL:
+        if u < 0 or u >= d.unreserved or count >= d.unreserved:
+            return "unreserved free stack corrupt"
+        t = d.reserved_total + u
+        if mark[t]:
+            return f"unreserved free stack has duplicates (TCB {t})"
+        mark[t] = 1
+        if d.holder[t] != DPA_NIL:
+            return f"unreserved free stack holds bad TCB {t} (held by pid {d.holder[t]})"
+        count += 1
+        u = d.unres_next[u]
+    if count != d.unres_nfree:
+        return f"unreserved free stack has {count} TCBs but the count is {d.unres_nfree}"
+    nheld_unres = 0
+    for t in range(d.reserved_total, d.total):
+        if d.holder[t] != DPA_NIL:
+            nheld_unres += 1
+    if nheld_unres + count != d.unreserved:
+        return "unreserved TCBs are neither free nor held"
+    count = 0
+    for pid in range(d.max_processes):
+        u = d.pid_unres[pid]
+        prev = DPA_NIL
+        while u != DPA_NIL:
+            if u < 0 or u >= d.unreserved or count >= nheld_unres:
+                return f"pid {pid}: list of held unreserved TCBs corrupt"
+            if d.holder[d.reserved_total + u] != pid or d.unres_prev[u] != prev:
+                return f"pid {pid}: list of held unreserved TCBs names TCB {d.reserved_total + u} wrongly"
+            count += 1
+            prev = u
+            u = d.unres_next[u]
+    if count != nheld_unres:
+        return f"{nheld_unres} unreserved TCBs held but {count} on the holders' lists"
+
+    # Wait queue: three consistent lists per request, counts that add up.
+    cnt = np.zeros(max(d.max_processes, 1), dtype=np.int32)
+    total_pending = 0
+    nseek = 0
+    for l in range(1, d.levels + 1):
+        count = 0
+        last_seq = -1
+        s = q.by_level[l].head
+        sp = DPA_NIL
+        while s != DPA_NIL:
+            if s < 0 or s >= q.used or count > q.capacity:
+                return f"level {l}: wait list corrupt"
+            w = &q.slots[s]
+            if w.level != l or w.lvl_prev != sp or w.seq <= last_seq or w.pid < 0 or w.pid >= d.max_processes:
+                return f"level {l}: wait list corrupt at slot {s}"
+            pool = d.owned[w.pid * d.levels + l - 1]
+            if w.seeker != (pool == DPA_NIL):
+                return f"pid {w.pid} waits at level {l} with pool {pool} but seeker={w.seeker}"
+            if w.seeker:
+                nseek += 1
+            cnt[w.pid] += 1
+            last_seq = w.seq
+            count += 1
+            sp = s
+            s = w.lvl_next
+        if q.by_level[l].tail != sp:
+            return f"level {l}: wait list tail corrupt"
+        if count != q.level_count[l]:
+            return f"level {l}: {count} requests queued but the count is {q.level_count[l]}"
+        total_pending += count
+    if total_pending != q.npending:
+        return f"{total_pending} requests queued but pending count is {q.npending}"
+    if q.npending > q.capacity:
+        return "more requests pend than max_waiters"
+    nfree_slots = 0
+    s = q.free_head
+    while s != DPA_NIL:
+        if s < 0 or s >= q.used or nfree_slots > q.capacity:
+            return "free-slot stack corrupt"
+        nfree_slots += 1
+        s = q.slots[s].lvl_next
+    if nfree_slots + q.npending != q.used:
+        return f"{q.used} slots used but {nfree_slots} free + {q.npending} pending"
+    for pid in range(d.max_processes):
+        if cnt[pid] != q.pid_count[pid]:
+            return f"pid {pid}: {cnt[pid]} requests queued but its count is {q.pid_count[pid]}"
+        for l in range(1, d.levels + 1):
+            count = 0
+            last_seq = -1
+            s = q.by_pid_level[pid * d.levels + l - 1].head
+            sp = DPA_NIL
+            while s != DPA_NIL:
+                if s < 0 or s >= q.used or count > cnt[pid]:
+                    return f"pid {pid} level {l}: wait list corrupt"
+                w = &q.slots[s]
+                if w.pid != pid or w.level != l or w.pl_prev != sp or w.seq <= last_seq:
+                    return f"pid {pid} level {l}: wait list corrupt at slot {s}"
+                last_seq = w.seq
+                count += 1
+                sp = s
+                s = w.pl_next
+            if q.by_pid_level[pid * d.levels + l - 1].tail != sp:
+                return f"pid {pid} level {l}: wait list tail corrupt"
+            cnt[pid] -= count
+        if cnt[pid] != 0:
+            return f"pid {pid}: requests missing from its (pid, level) lists"
+    for l in range(1, d.levels + 1):
+        last_seq = -1
+        s = q.seekers[l].head
+        sp = DPA_NIL
+        while s != DPA_NIL:
+            if s < 0 or s >= q.used or nseek < 0:
+                return f"level {l}: seekers list corrupt"
+            w = &q.slots[s]
+            if not w.seeker or w.level != l or w.sk_prev != sp or w.seq <= last_seq:
+                return f"pid {w.pid} waits at level {l} without a pool but is not a seeker"
+            nseek -= 1
+            last_seq = w.seq
+            sp = s
+            s = w.sk_next
+        if q.seekers[l].tail != sp:
+            return f"level {l}: seekers list tail corrupt"
+    if nseek != 0:
+        return "a request of a pid owning no pool is missing from the seekers lists"
+
+    # No lost wake-up: nothing pends while a resource it may use is free.
+    if q.npending and d.unres_nfree:
+        return (
+            f"lost wake-up: {d.unres_nfree} unreserved TCBs free while "
+            f"{q.npending} requests pend"
+        )
+    for l in range(1, d.levels + 1):
+        s = q.by_level[l].head
+        while s != DPA_NIL:
+            w = &q.slots[s]
+            op = d.owned[w.pid * d.levels + l - 1]
+            if op == DPA_NIL:
+                if d.level[l].nfree_pools > 0:
+                    return (
+                        f"lost wake-up: pid {w.pid} waits at level {l} with no pool "
+                        f"while pool {d.free_pools[d.level[l].first_pool + d.level[l].nfree_pools - 1]} is free"
+                    )
+            elif d.pool_nfree[op] > 0:
+                return (
+                    f"lost wake-up: pid {w.pid} waits at level {l} while its pool {op} "
+                    f"has a free TCB"
+                )
+            s = w.lvl_next
+    if not (0 <= d.grants.head <= d.grants.len <= d.grants.cap):
+        return "grants buffer corrupt"
+    return None
