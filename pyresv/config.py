@@ -1,0 +1,572 @@
+"""Simulator configuration: TOML in, a validated frozen :class:`Config` out.
+
+The keys are DESIGN section 3's stable minimum plus a few extras (marked
+below). Validation is table driven: every table is a frozen dataclass whose
+fields carry a validator in their metadata, so adding a key (or a table such
+as a future ``[faults]``) is one field with one validator. Every error is a
+:class:`ConfigError` whose message starts with the dotted key it is about,
+e.g. ``reservation.depths[1]: pool_size must be >= 1``.
+
+Times in the file are in the units their names say (``_s``, ``_ms``, ``_us``);
+the simulation itself runs in microseconds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+__all__ = [
+    "ConfigError",
+    "Config",
+    "ControllerConfig",
+    "ReservationConfig",
+    "VolumesConfig",
+    "FlashCopyConfig",
+    "WorkloadConfig",
+    "TimingConfig",
+    "MetricsConfig",
+    "OpConfig",
+    "OP_KINDS",
+    "DEFAULT_TOML",
+    "default_config",
+    "load",
+    "loads",
+    "parse",
+    "to_toml",
+]
+
+
+class ConfigError(ValueError):
+    """A configuration error; the message starts with the key it names."""
+
+
+# --------------------------------------------------------------- validators
+# A validator takes (key, raw value) and returns the converted value or raises
+# ConfigError naming the key.
+Validator = Callable[[str, Any], Any]
+
+
+def _int(minimum: int | None = None, maximum: int | None = None) -> Validator:
+    def check(key: str, value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}: must be an integer, got {value!r}")
+        if minimum is not None and value < minimum:
+            raise ConfigError(f"{key}: must be >= {minimum}, got {value}")
+        if maximum is not None and value > maximum:
+            raise ConfigError(f"{key}: must be <= {maximum}, got {value}")
+        return value
+
+    return check
+
+
+def _float(
+    minimum: float | None = None, maximum: float | None = None, *, positive: bool = False
+) -> Validator:
+    def check(key: str, value: Any) -> float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key}: must be a number, got {value!r}")
+        value = float(value)
+        if not math.isfinite(value):
+            raise ConfigError(f"{key}: must be finite, got {value}")
+        if positive and value <= 0:
+            raise ConfigError(f"{key}: must be > 0, got {value}")
+        if minimum is not None and value < minimum:
+            raise ConfigError(f"{key}: must be >= {minimum}, got {value}")
+        if maximum is not None and value > maximum:
+            raise ConfigError(f"{key}: must be <= {maximum}, got {value}")
+        return value
+
+    return check
+
+
+def _optional(inner: Validator) -> Validator:
+    def check(key: str, value: Any) -> Any:
+        return None if value is None else inner(key, value)
+
+    return check
+
+
+def _bool(key: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{key}: must be true or false, got {value!r}")
+    return value
+
+
+def _choice(*options: str) -> Validator:
+    def check(key: str, value: Any) -> str:
+        if value not in options:
+            shown = " | ".join(repr(o) for o in options)
+            raise ConfigError(f"{key}: must be one of {shown}, got {value!r}")
+        return value
+
+    return check
+
+
+def _depths(key: str, value: Any) -> tuple[tuple[int, int], ...]:
+    # FIG 3A-3C: one [pools, pool_size] pair per depth level.
+    if not isinstance(value, list) or not value:
+        raise ConfigError(f"{key}: must be a non-empty list of [pools, pool_size] pairs, got {value!r}")
+    out = []
+    for i, item in enumerate(value):
+        k = f"{key}[{i}]"
+        if not isinstance(item, list) or len(item) != 2:
+            raise ConfigError(f"{k}: must be a [pools, pool_size] pair, got {item!r}")
+        pools, size = item
+        if isinstance(pools, bool) or not isinstance(pools, int) or pools < 0:
+            raise ConfigError(f"{k}: pools must be an integer >= 0, got {pools!r}")
+        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+            raise ConfigError(f"{k}: pool_size must be >= 1, got {size!r}")
+        out.append((pools, size))
+    return tuple(out)
+
+
+def _key(check: Validator, doc: str) -> dict[str, Any]:
+    return {"check": check, "doc": doc}
+
+
+#: Host and scripted operation kinds (``[[ops]] op = ...``).
+OP_KINDS = ("read", "write", "partial-write", "destage")
+
+
+# ------------------------------------------------------------------- tables
+@dataclass(frozen=True)
+class ControllerConfig:
+    """``[controller]``: the storage controller as a whole (FIG 1)."""
+
+    clusters: int = field(default=2, metadata=_key(_int(2, 64), "number of clusters C"))
+    policy: str = field(default="depth", metadata=_key(_choice("depth", "shared"), "TCB policy"))
+    seed: int = field(default=1, metadata=_key(_int(0), "seed of the workload generator"))
+    message_latency_ms: float = field(
+        default=0.05, metadata=_key(_float(0.0), "one-way inter-cluster message latency")
+    )
+    # extra: the livelock guard; a run that reaches it stops and is flagged.
+    max_sim_time_s: float = field(
+        default=3600.0, metadata=_key(_float(positive=True), "simulated-time limit")
+    )
+
+
+@dataclass(frozen=True)
+class ReservationConfig:
+    """``[reservation]``: the TCBs of each cluster (FIGs 2A/2B, 3A-3C)."""
+
+    depths: tuple[tuple[int, int], ...] = field(
+        default=((4, 9), (4, 9), (4, 9)), metadata=_key(_depths, "[pools, pool_size] per level")
+    )
+    unreserved: int = field(default=32, metadata=_key(_int(0), "unreserved TCBs (122a/122b)"))
+    system_tcbs: int = field(
+        default=256, metadata=_key(_int(1), "TCB budget the pools are carved from")
+    )
+    wake: str = field(
+        default="deepest", metadata=_key(_choice("deepest", "fifo"), "who gets a freed unreserved TCB")
+    )
+
+
+@dataclass(frozen=True)
+class VolumesConfig:
+    """``[volumes]``: volume i lives on cluster ``i % clusters``."""
+
+    count: int = field(default=8, metadata=_key(_int(1, 1 << 20), "number of volumes"))
+    tracks: int = field(default=256, metadata=_key(_int(1, 1 << 24), "tracks per volume"))
+
+
+@dataclass(frozen=True)
+class FlashCopyConfig:
+    """One ``[[flashcopy]]`` relationship ([0004])."""
+
+    source: int = field(default=0, metadata=_key(_int(0), "source volume"))
+    target: int = field(default=1, metadata=_key(_int(0), "target volume"))
+    at_s: float = field(default=0.0, metadata=_key(_float(0.0), "establish time"))
+    background_copy: bool = field(default=True, metadata=_key(_bool, "copy every track in the background"))
+    # extras
+    copy_streams: int = field(default=1, metadata=_key(_int(1, 4096), "parallel background-copy workers"))
+    withdraw_s: float | None = field(
+        default=None, metadata=_key(_optional(_float(0.0)), "withdraw time (absent: never)")
+    )
+
+
+@dataclass(frozen=True)
+class WorkloadConfig:
+    """``[workload]``: random host operations arriving during ``duration_s``."""
+
+    duration_s: float = field(default=2.0, metadata=_key(_float(0.0), "arrival window"))
+    rate_ops_per_s: float = field(default=5000.0, metadata=_key(_float(0.0), "Poisson arrival rate"))
+    read_fraction: float = field(default=0.5, metadata=_key(_float(0.0, 1.0), "share of reads"))
+    # extras
+    partial_write_fraction: float = field(
+        default=0.2, metadata=_key(_float(0.0, 1.0), "share of writes that are partial-track")
+    )
+    auto_destage: bool = field(
+        default=True, metadata=_key(_bool, "destage every written track timing.destage_delay_us later")
+    )
+
+
+@dataclass(frozen=True)
+class TimingConfig:
+    """``[timing]`` (extra): service time of each step, in microseconds."""
+
+    read_us: float = field(default=20.0, metadata=_key(_float(0.0), "host read from cache"))
+    write_us: float = field(default=20.0, metadata=_key(_float(0.0), "host write into cache"))
+    stage_us: float = field(default=100.0, metadata=_key(_float(0.0), "read a track from disk"))
+    destage_us: float = field(default=150.0, metadata=_key(_float(0.0), "write a track to disk"))
+    copy_us: float = field(default=30.0, metadata=_key(_float(0.0), "write a copied track on a target"))
+    establish_us: float = field(default=50.0, metadata=_key(_float(0.0), "one relationship-table update"))
+    init_us: float = field(default=100.0, metadata=_key(_float(0.0), "one initialization attempt"))
+    destage_delay_us: float = field(
+        default=2000.0, metadata=_key(_float(0.0), "write-back delay before a dirty track is destaged")
+    )
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    """``[metrics]`` (extra): the timeline recorder."""
+
+    sample_interval_ms: float = field(
+        default=10.0, metadata=_key(_float(positive=True), "timeline sampling period")
+    )
+
+
+@dataclass(frozen=True)
+class OpConfig:
+    """One scripted ``[[ops]]`` host operation (extra; the scenarios use them)."""
+
+    at_s: float = field(default=0.0, metadata=_key(_float(0.0), "arrival time"))
+    op: str = field(default="read", metadata=_key(_choice(*OP_KINDS), "operation kind"))
+    volume: int = field(default=0, metadata=_key(_int(0), "volume"))
+    track: int = field(default=0, metadata=_key(_int(0), "track"))
+
+
+_TABLES: dict[str, type] = {
+    "controller": ControllerConfig,
+    "reservation": ReservationConfig,
+    "volumes": VolumesConfig,
+    "workload": WorkloadConfig,
+    "timing": TimingConfig,
+    "metrics": MetricsConfig,
+}
+_ARRAYS: dict[str, type] = {"flashcopy": FlashCopyConfig, "ops": OpConfig}
+
+
+@dataclass(frozen=True)
+class Config:
+    """A validated simulator configuration. Build it with :func:`parse`, :func:`load`
+    or :func:`default_config`; derive variants with :meth:`with_overrides`."""
+
+    controller: ControllerConfig = ControllerConfig()
+    reservation: ReservationConfig = ReservationConfig()
+    volumes: VolumesConfig = VolumesConfig()
+    workload: WorkloadConfig = WorkloadConfig()
+    timing: TimingConfig = TimingConfig()
+    metrics: MetricsConfig = MetricsConfig()
+    flashcopy: tuple[FlashCopyConfig, ...] = ()
+    ops: tuple[OpConfig, ...] = ()
+
+    @property
+    def levels(self) -> int:
+        """Number of depth levels D."""
+        return len(self.reservation.depths)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain TOML-compatible data (``None`` values left out); ``parse`` round-trips it."""
+        out: dict[str, Any] = {}
+        for name in _TABLES:
+            out[name] = _section_dict(getattr(self, name))
+        for name in _ARRAYS:
+            out[name] = [_section_dict(item) for item in getattr(self, name)]
+        return out
+
+    def with_overrides(self, overrides: Mapping[str, Any]) -> Config:
+        """A new validated config with dotted keys replaced.
+
+        Keys look like ``"reservation.unreserved"`` or ``"flashcopy[0].at_s"``;
+        a whole array may be replaced with ``"flashcopy"``. Raises
+        :class:`ConfigError` naming the key when it is unknown or its value bad.
+        """
+        data = self.to_dict()
+        for dotted, value in overrides.items():
+            _set_dotted(data, dotted, value)
+        return parse(data)
+
+
+def _section_dict(section: Any) -> dict[str, Any]:
+    out = {}
+    for f in dataclasses.fields(section):
+        value = getattr(section, f.name)
+        if value is None:
+            continue
+        if isinstance(value, tuple):  # depths
+            value = [list(v) for v in value]
+        out[f.name] = value
+    return out
+
+
+def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    if len(parts) == 1:
+        if dotted not in _ARRAYS:
+            raise ConfigError(f"{dotted}: unknown key (use table.key)")
+        data[dotted] = value
+        return
+    if len(parts) != 2:
+        raise ConfigError(f"{dotted}: unknown key (use table.key)")
+    table, key = parts
+    if "[" in table and table.endswith("]"):
+        name, _, idx = table[:-1].partition("[")
+        if name not in _ARRAYS or not idx.isdigit():
+            raise ConfigError(f"{dotted}: unknown key")
+        items = data.get(name, [])
+        i = int(idx)
+        if i >= len(items):
+            raise ConfigError(f"{dotted}: there are only {len(items)} [[{name}]] entries")
+        items[i][key] = value
+        return
+    if table not in _TABLES:
+        raise ConfigError(f"{dotted}: unknown table {table!r}")
+    data.setdefault(table, {})[key] = value
+
+
+# ------------------------------------------------------------------ parsing
+def _parse_section(cls: type, raw: Any, where: str) -> Any:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: must be a table, got {raw!r}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for key in raw:
+        if key not in fields:
+            known = ", ".join(fields)
+            raise ConfigError(f"{where}.{key}: unknown key (known: {known})")
+    values = {}
+    for name, f in fields.items():
+        if name in raw:
+            values[name] = f.metadata["check"](f"{where}.{name}", raw[name])
+    return cls(**values)
+
+
+def parse(data: Mapping[str, Any]) -> Config:
+    """Validate plain data (as from ``tomllib``) into a :class:`Config`.
+
+    Missing keys take their defaults. Raises :class:`ConfigError` naming the
+    first bad key: unknown tables and keys, bad values, and inconsistent
+    combinations (volumes out of range, too few depth levels for the
+    relationships, pools that cannot be carved from ``system_tcbs``).
+    """
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"config: must be a table, got {type(data).__name__}")
+    for name in data:
+        if name not in _TABLES and name not in _ARRAYS:
+            known = ", ".join([*_TABLES, *_ARRAYS])
+            raise ConfigError(f"{name}: unknown table (known: {known})")
+    sections: dict[str, Any] = {}
+    for name, cls in _TABLES.items():
+        sections[name] = _parse_section(cls, data.get(name, {}), name)
+    for name, cls in _ARRAYS.items():
+        raw = data.get(name, [])
+        if not isinstance(raw, list):
+            raise ConfigError(f"{name}: must be an array of tables ([[{name}]]), got {raw!r}")
+        sections[name] = tuple(_parse_section(cls, item, f"{name}[{i}]") for i, item in enumerate(raw))
+    config = Config(**sections)
+    for check in _CROSS_CHECKS:
+        check(config)
+    return config
+
+
+def loads(text: str, *, source: str = "config") -> Config:
+    """Parse TOML text; syntax errors become :class:`ConfigError`."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{source}: invalid TOML: {exc}") from None
+    return parse(data)
+
+
+def load(path: str | Path) -> Config:
+    """Read and validate a TOML config file."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{p}: cannot read: {exc.strerror}") from None
+    return loads(text, source=str(p))
+
+
+# ------------------------------------------------------------- cross checks
+def _check_reservation(config: Config) -> None:
+    r = config.reservation
+    if r.unreserved > r.system_tcbs:
+        raise ConfigError(
+            f"reservation.unreserved: {r.unreserved} exceeds reservation.system_tcbs = {r.system_tcbs}"
+        )
+    from pyresv.topology import carve
+
+    carve(r.depths, r.unreserved, r.system_tcbs)  # ConfigError when even the smallest pools fail
+
+
+def _check_flashcopy(config: Config) -> None:
+    n = config.volumes.count
+    rels = config.flashcopy
+    targets: dict[int, int] = {}
+    for i, fc in enumerate(rels):
+        key = f"flashcopy[{i}]"
+        if fc.source >= n:
+            raise ConfigError(f"{key}.source: volume {fc.source} does not exist (volumes.count = {n})")
+        if fc.target >= n:
+            raise ConfigError(f"{key}.target: volume {fc.target} does not exist (volumes.count = {n})")
+        if fc.source == fc.target:
+            raise ConfigError(f"{key}.target: a volume cannot be its own target ({fc.target})")
+        if fc.target in targets:
+            raise ConfigError(
+                f"{key}.target: volume {fc.target} is already the target of flashcopy[{targets[fc.target]}]"
+            )
+        targets[fc.target] = i
+        if fc.withdraw_s is not None and fc.withdraw_s < fc.at_s:
+            raise ConfigError(f"{key}.withdraw_s: {fc.withdraw_s} is before at_s = {fc.at_s}")
+    for i, fc in enumerate(rels):
+        # Cascades: a volume becomes a target before it is a source, so its
+        # content is fixed when a later relationship snapshots it.
+        j = targets.get(fc.source)
+        if j is not None:
+            inc = rels[j]
+            if (inc.at_s, j) > (fc.at_s, i):
+                raise ConfigError(
+                    f"flashcopy[{i}].at_s: volume {fc.source} is a source here before it becomes "
+                    f"the target of flashcopy[{j}] (at_s {inc.at_s}); establish the cascade in order"
+                )
+            if inc.withdraw_s is not None:
+                raise ConfigError(
+                    f"flashcopy[{j}].withdraw_s: volume {inc.target} is the source of flashcopy[{i}]; "
+                    "a cascaded relationship cannot be withdrawn"
+                )
+    from pyresv.topology import levels_needed
+
+    need = levels_needed(config.controller.clusters, [(fc.source, fc.target) for fc in rels])
+    if need > config.levels:
+        raise ConfigError(
+            f"reservation.depths: the flashcopy relationships need {need} depth levels "
+            f"(their longest chain of cross-cluster hops, [0038]), but only {config.levels} are configured"
+        )
+
+
+def _check_ops(config: Config) -> None:
+    n, tracks = config.volumes.count, config.volumes.tracks
+    for i, op in enumerate(config.ops):
+        if op.volume >= n:
+            raise ConfigError(f"ops[{i}].volume: volume {op.volume} does not exist (volumes.count = {n})")
+        if op.track >= tracks:
+            raise ConfigError(f"ops[{i}].track: track {op.track} does not exist (volumes.tracks = {tracks})")
+
+
+_CROSS_CHECKS: list[Callable[[Config], None]] = [
+    _check_reservation,
+    _check_flashcopy,
+    _check_ops,
+]
+
+
+# ------------------------------------------------------------------ default
+#: The built-in default configuration of ``pyresv simulate``: 2 clusters, FIG 3
+#: pools (plus the fourth level the cascade needs), one source with three
+#: targets established at different times ([0008]), a cascade, and a mixed
+#: host workload.
+DEFAULT_TOML = """\
+# pyresv simulate: the built-in default configuration.
+[controller]
+clusters = 2
+policy = "depth"
+seed = 1
+message_latency_ms = 0.05
+max_sim_time_s = 3600.0
+
+[reservation]
+# FIG 3: four pools of nine TCBs per level; the cascade below needs a 4th level.
+depths = [[4, 9], [4, 9], [4, 9], [4, 9]]
+unreserved = 32
+system_tcbs = 256
+wake = "deepest"
+
+[volumes]
+count = 8
+tracks = 256
+
+# Volume 0 (cluster 0) has three targets at three points in time ([0008]).
+[[flashcopy]]
+source = 0
+target = 1
+at_s = 0.0
+background_copy = false
+
+[[flashcopy]]
+source = 0
+target = 3
+at_s = 0.5
+background_copy = true
+
+[[flashcopy]]
+source = 0
+target = 5
+at_s = 1.0
+background_copy = false
+
+# A cascade: volume 1, itself a target, is the source of volume 2.
+[[flashcopy]]
+source = 1
+target = 2
+at_s = 0.25
+background_copy = true
+
+[workload]
+duration_s = 2.0
+rate_ops_per_s = 5000.0
+read_fraction = 0.5
+partial_write_fraction = 0.2
+auto_destage = true
+
+[timing]
+read_us = 20.0
+write_us = 20.0
+stage_us = 100.0
+destage_us = 150.0
+copy_us = 30.0
+establish_us = 50.0
+init_us = 100.0
+destage_delay_us = 2000.0
+
+[metrics]
+sample_interval_ms = 10.0
+"""
+
+
+def default_config() -> Config:
+    """The built-in default configuration (:data:`DEFAULT_TOML`)."""
+    return loads(DEFAULT_TOML, source="default config")
+
+
+# ------------------------------------------------------------------- output
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise TypeError(f"cannot write {value!r} as TOML")
+
+
+def to_toml(config: Config) -> str:
+    """The config as TOML text that :func:`loads` reads back to an equal config."""
+    data = config.to_dict()
+    lines: list[str] = []
+    for name in _TABLES:
+        lines.append(f"[{name}]")
+        lines.extend(f"{k} = {_toml_value(v)}" for k, v in data[name].items())
+        lines.append("")
+    for name in _ARRAYS:
+        for item in data[name]:
+            lines.append(f"[[{name}]]")
+            lines.extend(f"{k} = {_toml_value(v)}" for k, v in item.items())
+            lines.append("")
+    return "\n".join(lines)

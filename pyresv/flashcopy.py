@@ -1,0 +1,348 @@
+"""FlashCopy relationships and the operation flows that use TCBs.
+
+Every flow is a generator run inside one simulated process (one pid, see
+:class:`pyresv.simulation.Simulation`). A step runs on the cluster owning the
+data and holds one TCB while it runs and while it waits on a sub-operation
+sent to another cluster; each hop is one level deeper ([0038], FIG 5A).
+
+Data model (per track, see :class:`pyresv.topology.Volume`): versions are
+ints. For an active relationship R and a track it has not copied yet, R's
+point-in-time image is, by invariant,
+
+* the source's dirty cache copy when it was written before R was established
+  (``stamp < R.gen``), else
+* the source's disk image (for a cascaded source: *its* source's image).
+
+Every mutation keeps that true, and happens at one simulated instant right
+after the checks that justify it (the flows loop and re-check after every
+wait), so concurrent flows cannot break a point-in-time image:
+
+* a destage first copies the old disk track to every target that still needs
+  it (destage intercept, [0006]), and commits only when none does;
+* a host write over a dirty track that is some relationship's image destages
+  it first ([0009]);
+* a copied track is installed on a target only while the relationship is
+  active and the track still uncopied.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Generator
+
+from pyresv.topology import Volume
+
+if TYPE_CHECKING:
+    from pyresv.simulation import Proc, Simulation
+
+__all__ = ["Relationship", "FlashCopyFlows", "PENDING_REL", "ACTIVE", "ENDED", "WITHDRAWN"]
+
+PENDING_REL = "pending"
+ACTIVE = "active"
+ENDED = "ended"
+WITHDRAWN = "withdrawn"
+
+Flow = Generator[Any, Any, Any]
+
+
+class Relationship:
+    """One FlashCopy relationship ([0004]): entries in the source's and the
+    target's relationship tables, and a per-track copied bitmap."""
+
+    __slots__ = (
+        "rid", "source", "target", "at_us", "withdraw_us", "background", "streams",
+        "gen", "copied", "ncopied", "state", "established", "established_us", "ended_us",
+    )
+
+    def __init__(
+        self,
+        rid: int,
+        source: Volume,
+        target: Volume,
+        at_us: float,
+        withdraw_us: float | None,
+        background: bool,
+        streams: int,
+        established: Any,
+    ) -> None:
+        self.rid = rid
+        self.source = source
+        self.target = target
+        self.at_us = at_us
+        self.withdraw_us = withdraw_us
+        self.background = background
+        self.streams = streams
+        self.gen = 0
+        self.copied = bytearray()
+        self.ncopied = 0
+        self.state = PENDING_REL
+        self.established = established  # a SimPy event, succeeded at establish time
+        self.established_us = -1.0
+        self.ended_us = -1.0
+
+    def __repr__(self) -> str:
+        return f"Relationship({self.rid}: v{self.source.vid} -> v{self.target.vid}, {self.state})"
+
+
+class FlashCopyFlows:
+    """The host operations and FlashCopy flows of one simulation."""
+
+    def __init__(self, sim: Simulation) -> None:
+        self.sim = sim
+        t = sim.config.timing
+        self.t_read = t.read_us
+        self.t_write = t.write_us
+        self.t_stage = t.stage_us
+        self.t_destage = t.destage_us
+        self.t_copy = t.copy_us
+        self.t_establish = t.establish_us
+        self.tracks = sim.config.volumes.tracks
+
+    # ------------------------------------------------------------ host ops
+    def host_read(self, proc: Proc, vol: Volume, t: int) -> Flow:
+        """A host read; a target's uncopied track is staged from the source
+        first (stage intercept, [0006]). The result is checked by the oracle."""
+        sim = self.sim
+        c = vol.home
+        tcb = yield from sim.acquire(proc, c, 1, False, "read")
+        yield sim.timeout(self.t_read)
+        while True:
+            rel = vol.in_rel
+            uncopied = rel is not None and not rel.copied[t]
+            value = vol.cache[t]
+            if value >= 0 and not (uncopied and vol.partial[t]):
+                break
+            if uncopied:
+                img = yield from sim.call(
+                    proc, c, 1, rel.source.home, "stage-source", self._stage_source, rel, t
+                )
+                if img is not None:
+                    yield sim.timeout(self.t_copy)
+                    self.install(rel, t, img)
+                continue
+            value = vol.disk[t]
+            break
+        sim.check_read(vol, t, value)
+        sim.release(proc, c, tcb)
+
+    def host_write(self, proc: Proc, vol: Volume, t: int, partial: bool) -> Flow:
+        """A host write into the cache (write-back; destaged later)."""
+        sim = self.sim
+        c = vol.home
+        tcb = yield from sim.acquire(proc, c, 1, False, "partial-write" if partial else "write")
+        yield sim.timeout(self.t_write)
+        # [0009]: a dirty track that is a relationship's point-in-time image
+        # must reach the disk before it is overwritten.
+        while vol.cache[t] >= 0 and self._cache_is_image(vol, t):
+            yield from self.destage_track(proc, vol, t, 1)
+        rel = vol.in_rel
+        if vol.cache[t] >= 0:
+            part = partial and vol.partial[t]  # merged with the dirty full track
+        else:  # a partial track over an uncopied target track cannot be merged yet
+            part = partial and rel is not None and not rel.copied[t]
+        version = sim.new_version()
+        vol.cache[t] = version
+        vol.stamp[t] = vol.gen
+        vol.partial[t] = part
+        vol.expected[t] = version
+        sim.release(proc, c, tcb)
+        sim.wrote(vol, t)
+
+    def host_destage(self, proc: Proc, vol: Volume, t: int) -> Flow:
+        """A destage of one track, as a super process of its own ([0029])."""
+        if vol.cache[t] < 0:
+            return
+        sim = self.sim
+        c = vol.home
+        tcb = yield from sim.acquire(proc, c, 1, False, "destage")
+        yield from self.destage_track(proc, vol, t, 1)
+        sim.release(proc, c, tcb)
+
+    # -------------------------------------------------------------- flows
+    def _cache_is_image(self, vol: Volume, t: int) -> bool:
+        stamp = vol.stamp[t]
+        for r in vol.out_rels:
+            if stamp < r.gen and not r.copied[t]:
+                return True
+        return False
+
+    def destage_track(self, proc: Proc, vol: Volume, t: int, level: int) -> Flow:
+        """Write ``vol``'s dirty track to disk, on ``vol``'s cluster, under the
+        caller's TCB at ``level``."""
+        if vol.cache[t] < 0:
+            return
+        sim = self.sim
+        c = vol.home
+        yield sim.timeout(self.t_destage)
+        while True:
+            if vol.cache[t] < 0:
+                return
+            rel = vol.in_rel
+            if rel is not None and vol.partial[t] and not rel.copied[t]:
+                # FIG 8 arrow 800: a partial target track needs the full
+                # track staged before it can be destaged.
+                img = yield from sim.call(
+                    proc, c, level, rel.source.home, "stage-source", self._stage_source, rel, t
+                )
+                if img is not None:
+                    self.install(rel, t, img)
+                continue
+            stamp = vol.stamp[t]
+            need = None
+            for r in vol.out_rels:
+                if stamp >= r.gen and not r.copied[t]:
+                    need = r
+                    break
+            if need is not None:
+                # Destage intercept ([0006]; FIG 8 arrows 820/830): the old
+                # track goes to the target that still needs it, first.
+                img = yield from self.disk_read(proc, vol, t, level)
+                if img is not None:
+                    yield from sim.call(
+                        proc, c, level, need.target.home, "copy-target", self._copy_target, need, t, img
+                    )
+                continue
+            vol.disk[t] = vol.cache[t]
+            vol.cache[t] = -1
+            vol.partial[t] = False
+            if rel is not None and not rel.copied[t]:
+                self._mark_copied(rel, t)  # a full target track is now hardened ([0004])
+            return
+
+    def disk_read(self, proc: Proc, vol: Volume, t: int, level: int) -> Flow:
+        """``vol``'s disk image of track ``t``; for a cascaded target whose
+        track is not copied yet, its source's point-in-time image. ``None``
+        when that changed meanwhile (the caller re-checks)."""
+        rel = vol.in_rel
+        if rel is not None and not rel.copied[t]:
+            return (
+                yield from self.sim.call(
+                    proc, vol.home, level, rel.source.home, "stage-source", self._stage_source, rel, t
+                )
+            )
+        return vol.disk[t]
+
+    def _stage_source(self, proc: Proc, level: int, rel: Relationship, t: int) -> Flow:
+        """On the source's cluster: read ``rel``'s point-in-time image of
+        track ``t`` (stage intercept). ``None`` when the track got copied or
+        the relationship ended meanwhile."""
+        src = rel.source
+        yield self.sim.timeout(self.t_stage)
+        while True:
+            if rel.state is not ACTIVE or rel.copied[t]:
+                return None
+            if src.cache[t] >= 0 and src.stamp[t] < rel.gen:
+                # FIG 8 arrow 810 / [0009]: the image is still in the source
+                # cache; destage it to the source volume first.
+                yield from self.destage_track(proc, src, t, level)
+                continue
+            img = yield from self.disk_read(proc, src, t, level)
+            if img is not None:
+                return img
+
+    def _copy_target(self, proc: Proc, level: int, rel: Relationship, t: int, img: int) -> Flow:
+        """On the target's cluster: harden a copied track (FIG 8 arrow 830)."""
+        yield self.sim.timeout(self.t_copy)
+        self.install(rel, t, img)
+        return None
+
+    def install(self, rel: Relationship, t: int, img: int) -> None:
+        """Put the point-in-time image on the target, unless it got there already."""
+        if rel.state is ACTIVE and not rel.copied[t]:
+            tgt = rel.target
+            tgt.disk[t] = img
+            tgt.partial[t] = False  # a dirty partial track is now merged with the full one
+            self._mark_copied(rel, t)
+
+    def _mark_copied(self, rel: Relationship, t: int) -> None:
+        rel.copied[t] = 1
+        rel.ncopied += 1
+        if rel.ncopied == self.tracks:
+            # [0004]: both entries go once every track has been copied.
+            self._end(rel, ENDED)
+
+    def _end(self, rel: Relationship, state: str) -> None:
+        rel.state = state
+        rel.ended_us = self.sim.env.now
+        rel.source.out_rels.remove(rel)
+        rel.target.in_rel = None
+
+    # --------------------------------------------------- establish/withdraw
+    def establish(self, proc: Proc, rel: Relationship, before: Relationship | None) -> Flow:
+        """Establish ``rel`` ([0004]): an entry in the source's table, then in
+        the target's, where the point in time is fixed. ``before`` is the
+        relationship that makes ``rel``'s source a target (a cascade), which
+        must be established first."""
+        if before is not None and before.state is PENDING_REL:
+            yield before.established
+        sim = self.sim
+        c = rel.source.home
+        tcb = yield from sim.acquire(proc, c, 1, False, "establish")
+        yield sim.timeout(self.t_establish)
+        yield from sim.call(proc, c, 1, rel.target.home, "establish-target", self._establish_target, rel)
+        sim.release(proc, c, tcb)
+
+    def _establish_target(self, proc: Proc, level: int, rel: Relationship) -> Flow:
+        yield self.sim.timeout(self.t_establish)
+        src, tgt = rel.source, rel.target
+        src.gen += 1
+        rel.gen = src.gen
+        rel.copied = bytearray(self.tracks)
+        rel.state = ACTIVE
+        rel.established_us = self.sim.env.now
+        src.out_rels.append(rel)
+        tgt.in_rel = rel
+        # The target's old content is gone: its image is now the source's.
+        n = self.tracks
+        tgt.cache = [-1] * n
+        tgt.partial = [False] * n
+        tgt.expected = src.expected.copy()  # the oracle's point-in-time snapshot
+        rel.established.succeed()
+        if rel.background:
+            for k in range(rel.streams):
+                self.sim.spawn("bg-copy", self.background_copy, rel, k)
+        return None
+
+    def withdraw(self, proc: Proc, rel: Relationship) -> Flow:
+        """Withdraw ``rel``: both table entries go; uncopied target tracks
+        keep whatever the target volume holds."""
+        if rel.state is PENDING_REL:
+            yield rel.established
+        if rel.state is not ACTIVE:
+            return
+        sim = self.sim
+        c = rel.source.home
+        tcb = yield from sim.acquire(proc, c, 1, False, "withdraw")
+        yield sim.timeout(self.t_establish)
+        yield from sim.call(proc, c, 1, rel.target.home, "withdraw-target", self._withdraw_target, rel)
+        sim.release(proc, c, tcb)
+
+    def _withdraw_target(self, proc: Proc, level: int, rel: Relationship) -> Flow:
+        yield self.sim.timeout(self.t_establish)
+        if rel.state is not ACTIVE:
+            return None
+        tgt = rel.target
+        for t in range(self.tracks):
+            if not rel.copied[t]:
+                # No point-in-time promise any more: a read returns what is there.
+                tgt.expected[t] = tgt.cache[t] if tgt.cache[t] >= 0 else tgt.disk[t]
+        self._end(rel, WITHDRAWN)
+        return None
+
+    # ---------------------------------------------------- background copy
+    def background_copy(self, proc: Proc, rel: Relationship, stream: int) -> Flow:
+        """Copy every ``streams``-th track from ``stream`` on, one TCB per
+        track on the target's cluster; the last copy ends the relationship."""
+        sim = self.sim
+        c = rel.target.home
+        src_home = rel.source.home
+        for t in range(stream, self.tracks, rel.streams):
+            if rel.state is not ACTIVE:
+                return
+            if rel.copied[t]:
+                continue
+            tcb = yield from sim.acquire(proc, c, 1, False, "bg-copy")
+            img = yield from sim.call(proc, c, 1, src_home, "stage-source", self._stage_source, rel, t)
+            if img is not None:
+                yield sim.timeout(self.t_copy)
+                self.install(rel, t, img)
+            sim.release(proc, c, tcb)

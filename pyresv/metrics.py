@@ -1,0 +1,99 @@
+"""Timeline recorder of a simulation run.
+
+Per cluster and depth level over simulated time: TCBs held and requests
+queued (both by the level a request was made at, so ``shared`` and ``depth``
+runs compare level by level), and host operations completed per cluster;
+plus one latency per completed host operation. :meth:`MetricsRecorder.timeline`
+turns it into numpy arrays for CSV files and plots.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["MetricsRecorder", "Timeline", "OP_CODES"]
+
+#: Host operation kinds, in the order of :attr:`Timeline.op_kind` codes.
+OP_CODES: tuple[str, ...] = ("read", "write", "partial-write", "destage")
+
+
+@dataclass(frozen=True)
+class Timeline:
+    """The recorded run as arrays. Times are in seconds, latencies in ms.
+
+    ``held[k, c, l]`` and ``queued[k, c, l]`` are TCBs held and requests
+    queued on cluster ``c`` at level ``l + 1`` at sample ``k``;
+    ``completed[k, c]`` counts host operations of cluster ``c`` completed by
+    then. ``op_*`` have one entry per completed host operation, in completion
+    order; ``op_kind`` indexes :data:`OP_CODES`.
+    """
+
+    times_s: np.ndarray
+    held: np.ndarray
+    queued: np.ndarray
+    completed: np.ndarray
+    op_kind: np.ndarray
+    op_cluster: np.ndarray
+    op_start_s: np.ndarray
+    op_latency_ms: np.ndarray
+
+
+class MetricsRecorder:
+    """Collects samples and operation latencies during a run (cheap appends)."""
+
+    def __init__(self, clusters: int, levels: int) -> None:
+        self.clusters = clusters
+        self.levels = levels
+        self._times: list[float] = []
+        self._held: list[list[int]] = []
+        self._queued: list[list[int]] = []
+        self._completed: list[list[int]] = []
+        self._kind: list[int] = []
+        self._cluster: list[int] = []
+        self._start: list[float] = []
+        self._latency: list[float] = []
+
+    def sample(
+        self,
+        t_us: float,
+        held: list[list[int]],
+        queued: list[list[int]],
+        completed: list[int],
+    ) -> None:
+        """Record the state at simulated time ``t_us``.
+
+        ``held[c][l]`` and ``queued[c][l]`` are indexed by level ``l`` in
+        ``1..levels`` (index 0 unused).
+        """
+        self._times.append(t_us)
+        self._held.append([x for row in held for x in row[1:]])
+        self._queued.append([x for row in queued for x in row[1:]])
+        self._completed.append(list(completed))
+
+    def record_op(self, kind: int, cluster: int, start_us: float, end_us: float) -> None:
+        """One host operation of kind ``OP_CODES[kind]`` completed."""
+        self._kind.append(kind)
+        self._cluster.append(cluster)
+        self._start.append(start_us)
+        self._latency.append(end_us - start_us)
+
+    @property
+    def latencies_us(self) -> list[float]:
+        """Latency of each completed host operation, in microseconds."""
+        return self._latency
+
+    def timeline(self) -> Timeline:
+        """The recording as numpy arrays."""
+        k, c, d = len(self._times), self.clusters, self.levels
+        return Timeline(
+            times_s=np.asarray(self._times, dtype=float) * 1e-6,
+            held=np.asarray(self._held, dtype=np.int64).reshape(k, c, d),
+            queued=np.asarray(self._queued, dtype=np.int64).reshape(k, c, d),
+            completed=np.asarray(self._completed, dtype=np.int64).reshape(k, c),
+            op_kind=np.asarray(self._kind, dtype=np.int8),
+            op_cluster=np.asarray(self._cluster, dtype=np.int32),
+            op_start_s=np.asarray(self._start, dtype=float) * 1e-6,
+            op_latency_ms=np.asarray(self._latency, dtype=float) * 1e-3,
+        )

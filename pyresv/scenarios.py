@@ -1,0 +1,172 @@
+"""The patent's own examples as runnable configurations.
+
+Each scenario is a small config: two clusters, a few volumes and
+relationships, and scripted host operations (``[[ops]]``). Every cluster has
+the same TCBs under both policies: ``depth`` reserves two pools of one TCB
+per level plus two unreserved TCBs (8 in all); ``shared`` has the same 8, all
+unreserved. The operations arrive together, more of them than a cluster has
+TCBs, so whether a run deadlocks follows from the workload and the pools
+alone; nothing is forced.
+
+Volume ``i`` lives on cluster ``i % 2``.
+
+* ``cross-cluster`` ([0007]): reads of targets on each cluster whose sources
+  are on the other; every read holds a TCB on its cluster and needs one on the
+  other.
+* ``multi-target`` ([0008]-[0009]): T1, a first copy Source -> Target1; T2,
+  the Source is modified in cache; T3, a second copy Source -> Target2 whose
+  background copy needs the T2 modifications destaged, which first needs
+  Target1 to copy the old tracks. Target2's copy workers hold the last TCBs.
+* ``fig7`` (FIG 7, [0036]): one read whose flow goes L1 on cluster0 -> L2 on
+  cluster1 -> L3 on cluster0 and releases in reverse order.
+* ``fig8`` (FIG 8, [0037], [0039]): partial target tracks are destaged
+  (arrow 800): the target needs the full track staged; the stage destages the
+  source's cache on the other cluster (arrow 810, L2), whose destage intercept
+  first protects Target1's image on the first cluster (arrows 820/830, L3).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from pyresv.config import Config, parse
+from pyresv.simulation import RunResult, run
+
+__all__ = ["Scenario", "SCENARIOS", "get", "run_scenario", "POLICIES"]
+
+POLICIES = ("shared", "depth")
+
+#: TCBs per cluster in every scenario: 3 levels x 2 pools x 1 TCB + 2 unreserved.
+TCBS = 8
+#: Operations per burst: more than a cluster's TCBs.
+BURST = TCBS + 2
+
+_MS = 1e-3
+
+
+def _base(volumes: int, tracks: int) -> dict[str, Any]:
+    return {
+        "controller": {"clusters": 2, "seed": 1, "message_latency_ms": 0.05},
+        "reservation": {
+            "depths": [[2, 1], [2, 1], [2, 1]],
+            "unreserved": 2,
+            "system_tcbs": 64,
+        },
+        "volumes": {"count": volumes, "tracks": tracks},
+        "workload": {"duration_s": 0.0, "rate_ops_per_s": 0.0, "auto_destage": False},
+        "flashcopy": [],
+        "ops": [],
+    }
+
+
+def _ops(op: str, volume: int, tracks: range, at_ms: float) -> list[dict[str, Any]]:
+    return [{"at_s": at_ms * _MS, "op": op, "volume": volume, "track": t} for t in tracks]
+
+
+def _cross_cluster() -> dict[str, Any]:
+    # [0007]: volume 1 (cluster1) -> volume 0 (cluster0), and volume 2
+    # (cluster0) -> volume 3 (cluster1). Reads of both targets at once: each
+    # stage intercept holds a TCB on its cluster and calls into the other.
+    d = _base(volumes=4, tracks=16)
+    d["flashcopy"] = [
+        {"source": 1, "target": 0, "at_s": 0.0, "background_copy": False},
+        {"source": 2, "target": 3, "at_s": 0.0, "background_copy": False},
+    ]
+    d["ops"] = _ops("read", 0, range(BURST), 1.0) + _ops("read", 3, range(BURST), 1.0)
+    return d
+
+
+def _multi_target() -> dict[str, Any]:
+    # [0008]: Source = volume 1 (cluster1), Target1 = volume 2 and Target2 =
+    # volume 0 (both cluster0).
+    d = _base(volumes=3, tracks=BURST)
+    d["flashcopy"] = [
+        {"source": 1, "target": 2, "at_s": 0.0, "background_copy": False},  # T1
+        # T3: the second copy; its background copy runs BURST workers.
+        {"source": 1, "target": 0, "at_s": 2 * _MS, "background_copy": True, "copy_streams": BURST},
+    ]
+    d["ops"] = _ops("write", 1, range(BURST), 1.0)  # T2: modified in the Source cache
+    return d
+
+
+def _fig7() -> dict[str, Any]:
+    # FIG 7: Target1 = volume 2 (cluster0) copied at 0; the source (volume 1,
+    # cluster1) is written; Target2 = volume 0 (cluster0) copied at 2 ms; a
+    # read of Target2 at 3 ms stages from the source (cluster1, L2), which
+    # destages its cache and so first copies the old track to Target1
+    # (cluster0, L3).
+    d = _base(volumes=3, tracks=4)
+    d["flashcopy"] = [
+        {"source": 1, "target": 2, "at_s": 0.0, "background_copy": False},
+        {"source": 1, "target": 0, "at_s": 2 * _MS, "background_copy": False},
+    ]
+    d["ops"] = _ops("write", 1, range(1), 1.0) + _ops("read", 0, range(1), 3.0)
+    return d
+
+
+def _fig8() -> dict[str, Any]:
+    # FIG 8 / [0039]: target track 1 (volume 2, cluster0) is the earlier copy,
+    # target track 2 (volume 0, cluster0) the later one, of the source
+    # (volume 1, cluster1). Partial writes to target 2, then their destages.
+    d = _base(volumes=3, tracks=16)
+    d["flashcopy"] = [
+        {"source": 1, "target": 2, "at_s": 0.0, "background_copy": False},
+        {"source": 1, "target": 0, "at_s": 2 * _MS, "background_copy": False},
+    ]
+    d["ops"] = (
+        _ops("write", 1, range(BURST), 1.0)
+        + _ops("partial-write", 0, range(BURST), 3.0)
+        + _ops("destage", 0, range(BURST), 4.0)
+    )
+    return d
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """A named patent example."""
+
+    name: str
+    cites: str
+    summary: str
+    _build: Callable[[], dict[str, Any]]
+    #: Whether the shared pool deadlocks on it (the depth pools never do).
+    shared_deadlocks: bool
+
+    def config(self, policy: str = "depth") -> Config:
+        """The scenario's config under ``policy``."""
+        data = self._build()
+        data["controller"]["policy"] = policy
+        return parse(data)
+
+
+SCENARIOS: dict[str, Scenario] = {
+    s.name: s
+    for s in (
+        Scenario("cross-cluster", "[0007]",
+                 "stage intercepts from each cluster into the other", _cross_cluster, True),
+        Scenario("multi-target", "[0008]-[0009]",
+                 "Target2's copy needs Target1's copy first", _multi_target, True),
+        Scenario("fig7", "FIG 7, [0036]",
+                 "one process L1 c0 -> L2 c1 -> L3 c0", _fig7, False),
+        Scenario("fig8", "FIG 8, [0037], [0039]",
+                 "partial target destage -> source destage -> older target", _fig8, True),
+    )
+}
+
+
+def get(name: str) -> Scenario:
+    """The scenario called ``name``; ``KeyError`` lists the known ones."""
+    try:
+        return SCENARIOS[name]
+    except KeyError:
+        raise KeyError(f"unknown scenario {name!r} (known: {', '.join(SCENARIOS)})") from None
+
+
+def run_scenario(
+    name: str, policy: str = "depth", *, allocator_cls: type | None = None, trace: bool = False
+) -> RunResult:
+    """Run one scenario under one policy; the result's summary has a ``scenario`` key."""
+    result = run(get(name).config(policy), allocator_cls=allocator_cls, trace=trace)
+    result.scenario = name
+    return result

@@ -1,0 +1,557 @@
+"""The discrete-event simulation of a multi-cluster controller, on SimPy.
+
+:func:`run` builds the controller of a :class:`~pyresv.config.Config`
+(clusters, allocators, volumes, relationships), drives the workload through
+the flows of :mod:`pyresv.flashcopy`, detects deadlock and returns a
+:class:`RunResult`.
+
+Processes and TCBs. A host operation (or background copy worker, destage,
+establish) is one process with one pid for its whole tree across clusters
+([0022]: the super process and its sub-processes). It starts at depth 1 on
+the cluster it arrives on; each hop to another cluster is a request with
+``remote=True`` at the caller's level, served one level deeper (FIG 5A,
+[0038]); work on the same cluster runs under the TCB already held. So a
+process holds at most one TCB per (cluster, level). Queued requests learn
+they were served from ``take_grants()``, drained after every release (the
+only call that grants); their SimPy events are succeeded in grant order.
+pids of finished processes are recycled (a free list), never while anything
+is held or pending.
+
+Deadlock: the event queue empties while processes are unfinished. Livelock
+guard: ``controller.max_sim_time_s`` stops the run and flags it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable, Generator
+
+import numpy as np
+import simpy
+
+from pyresv.config import Config
+from pyresv.deadlock import Step, describe, find_cycle, wait_for_graph
+from pyresv.flashcopy import ACTIVE, FlashCopyFlows, Relationship
+from pyresv.metrics import OP_CODES, MetricsRecorder
+from pyresv.topology import Cluster, InitResult, Volume, carve, home_of
+
+__all__ = ["run", "RunResult", "Simulation", "Proc", "TraceEvent", "default_allocator_cls"]
+
+#: One trace record: (time_us, cluster, pid, step, level, event), event one of
+#: "acquire" (served at once), "wait" (queued), "grant" (served from the
+#: queue), "release".
+TraceEvent = tuple[float, int, int, str, int, str]
+
+_MAX_PIDS = 65536
+
+
+def default_allocator_cls() -> type:
+    """The compiled :class:`pyresv.DepthPoolAllocator`, else the pure-Python reference."""
+    try:
+        from pyresv._core.allocator import DepthPoolAllocator
+    except ImportError:
+        from pyresv.reference import DepthPoolAllocator
+    return DepthPoolAllocator
+
+
+class Proc:
+    """One simulated process (one pid): its held steps and pending request."""
+
+    __slots__ = ("pid", "kind", "start", "steps", "pending")
+
+    def __init__(self, pid: int, kind: str, start: float) -> None:
+        self.pid = pid
+        self.kind = kind
+        self.start = start
+        self.steps: list[tuple[int, int, str, int]] = []  # (cluster, level, name, tcb), outermost first
+        self.pending: tuple[int, int, str] | None = None  # (cluster, level, name)
+
+    def __repr__(self) -> str:
+        return f"Proc(pid={self.pid}, {self.kind}, steps={self.steps}, pending={self.pending})"
+
+
+class Simulation:
+    """One run's state and the engine primitives the flows use."""
+
+    def __init__(self, config: Config, allocator_cls: type | None = None, *, trace: bool = False) -> None:
+        self.config = config
+        self.allocator_cls = allocator_cls or default_allocator_cls()
+        self.env = simpy.Environment()
+        self.timeout = self.env.timeout
+        c = config.controller
+        self.C = c.clusters
+        self.levels = config.levels
+        self.latency = round(c.message_latency_ms * 1e3, 3)
+        self.trace: list[TraceEvent] | None = [] if trace else None
+
+        # FIGs 2A/2B: carve the pools (retrying with smaller ones), then build
+        # one allocator per cluster.
+        r = config.reservation
+        self.init: InitResult = carve(r.depths, r.unreserved, r.system_tcbs)
+        self.tcbs_per_cluster = self.init.reserved + r.unreserved
+        self.clusters: list[Cluster] = []
+        for cid in range(self.C):
+            if c.policy == "depth":
+                alloc = self.allocator_cls(
+                    list(self.init.depths), r.unreserved, max_processes=_MAX_PIDS, wake=r.wake
+                )
+            else:  # shared: the same number of TCBs, all unreserved
+                alloc = self.allocator_cls(
+                    [(0, 1)] * self.levels, self.tcbs_per_cluster, max_processes=_MAX_PIDS, wake=r.wake
+                )
+            self.clusters.append(Cluster(cid, alloc, self.env.event()))
+        self.allocators = [cl.allocator for cl in self.clusters]
+
+        v = config.volumes
+        self.volumes = [Volume(i, home_of(i, self.C), v.tracks) for i in range(v.count)]
+        self.flows = FlashCopyFlows(self)
+        self.relationships: list[Relationship] = []
+        incoming: dict[int, Relationship] = {}
+        for i, fc in enumerate(config.flashcopy):
+            rel = Relationship(
+                i,
+                self.volumes[fc.source],
+                self.volumes[fc.target],
+                round(fc.at_s * 1e6, 3),
+                None if fc.withdraw_s is None else round(fc.withdraw_s * 1e6, 3),
+                fc.background_copy,
+                fc.copy_streams,
+                self.env.event(),
+            )
+            self.relationships.append(rel)
+            incoming[fc.target] = rel
+        self._before = {rel.rid: incoming.get(rel.source.vid) for rel in self.relationships}
+
+        # Engine state.
+        self.waiting: dict[tuple[int, int], simpy.Event] = {}
+        self.live: dict[int, Proc] = {}
+        self.free_pids: list[int] = []
+        self.next_pid = 0
+        self.version = 0
+        self.held = [[0] * (self.levels + 1) for _ in range(self.C)]
+        self.queued = [[0] * (self.levels + 1) for _ in range(self.C)]
+        self.peak_held = [[0] * (self.levels + 1) for _ in range(self.C)]
+        self.peak_queued = [[0] * (self.levels + 1) for _ in range(self.C)]
+        self.completed = [0] * self.C
+        self.issued_ops = 0
+        self.completed_ops = 0
+        self.internal_done = 0
+        self.reads_checked = 0
+        self.pit_violations = 0
+        self.violations: list[dict[str, int]] = []
+        self.t_last = 0.0
+        self.metrics = MetricsRecorder(self.C, self.levels)
+        self.auto_destage = config.workload.auto_destage
+        self.destage_delay = config.timing.destage_delay_us
+
+    # --------------------------------------------------------- primitives
+    def acquire(
+        self, proc: Proc, c: int, depth: int, remote: bool, name: str
+    ) -> Generator[Any, Any, int]:
+        """Get a TCB on cluster ``c`` for ``proc`` (waiting if it is queued)."""
+        level = depth + 1 if remote else depth
+        tcb = self.allocators[c].acquire(proc.pid, depth, remote)
+        trace = self.trace
+        if tcb < 0:
+            ev = self.env.event()
+            self.waiting[(c, proc.pid)] = ev
+            proc.pending = (c, level, name)
+            q = self.queued[c]
+            q[level] += 1
+            if q[level] > self.peak_queued[c][level]:
+                self.peak_queued[c][level] = q[level]
+            self.t_last = self.env.now
+            if trace is not None:
+                trace.append((self.env.now, c, proc.pid, name, level, "wait"))
+            tcb = yield ev
+            proc.pending = None
+            q[level] -= 1
+            if trace is not None:
+                trace.append((self.env.now, c, proc.pid, name, level, "grant"))
+        elif trace is not None:
+            trace.append((self.env.now, c, proc.pid, name, level, "acquire"))
+        h = self.held[c]
+        h[level] += 1
+        if h[level] > self.peak_held[c][level]:
+            self.peak_held[c][level] = h[level]
+        proc.steps.append((c, level, name, tcb))
+        return tcb
+
+    def release(self, proc: Proc, c: int, tcb: int) -> None:
+        """Return ``proc``'s innermost TCB on cluster ``c`` and wake whoever it was granted to."""
+        alloc = self.allocators[c]
+        alloc.release(tcb)
+        _, level, name, _ = proc.steps.pop()
+        self.held[c][level] -= 1
+        if self.trace is not None:
+            self.trace.append((self.env.now, c, proc.pid, name, level, "release"))
+        grants = alloc.take_grants()
+        if grants:
+            waiting = self.waiting
+            for pid, granted in grants:
+                waiting.pop((c, pid)).succeed(granted)
+
+    def call(
+        self,
+        proc: Proc,
+        c: int,
+        level: int,
+        dest: int,
+        name: str,
+        fn: Callable[..., Generator[Any, Any, Any]],
+        *args: Any,
+    ) -> Generator[Any, Any, Any]:
+        """Run ``fn(proc, level, *args)`` on cluster ``dest`` for a step at
+        ``level`` on ``c``: inline under the caller's TCB when ``dest == c``,
+        else as a request message, a TCB one level deeper (FIG 5A), the work,
+        and a reply message. The caller keeps its TCB meanwhile ([0036])."""
+        if dest == c:
+            return (yield from fn(proc, level, *args))
+        yield self.timeout(self.latency)
+        cl = self.clusters[dest]
+        if not cl.ready:
+            yield cl.ready_event
+        tcb = yield from self.acquire(proc, dest, level, True, name)
+        result = yield from fn(proc, level + 1, *args)
+        self.release(proc, dest, tcb)
+        yield self.timeout(self.latency)
+        return result
+
+    def new_version(self) -> int:
+        """A fresh track version (the content of a new write)."""
+        self.version += 1
+        return self.version
+
+    def check_read(self, vol: Volume, t: int, value: int) -> None:
+        """The point-in-time oracle: a read must return ``vol.expected[t]``."""
+        self.reads_checked += 1
+        if value != vol.expected[t]:
+            self.pit_violations += 1
+            if len(self.violations) < 20:
+                self.violations.append(
+                    {"volume": vol.vid, "track": t, "read": value, "expected": vol.expected[t],
+                     "time_us": int(self.env.now)}
+                )
+
+    def wrote(self, vol: Volume, t: int) -> None:
+        """A host write dirtied ``vol``'s track ``t``: schedule its destage."""
+        if self.auto_destage and t not in vol.destage_scheduled:
+            vol.destage_scheduled.add(t)
+            self.spawn("destage", self._auto_destage, vol, t, delay=self.destage_delay)
+
+    def _auto_destage(self, proc: Proc, vol: Volume, t: int) -> Generator[Any, Any, None]:
+        vol.destage_scheduled.discard(t)
+        yield from self.flows.host_destage(proc, vol, t)
+
+    # ---------------------------------------------------------- processes
+    def spawn(
+        self,
+        kind: str,
+        fn: Callable[..., Generator[Any, Any, Any]],
+        *args: Any,
+        delay: float = 0.0,
+        home: int = -1,
+        op: int = -1,
+    ) -> None:
+        """Start a process running ``fn(proc, *args)`` after ``delay`` us.
+
+        ``home >= 0`` makes it wait until that cluster accepts work; ``op >= 0``
+        makes it a host operation of kind ``OP_CODES[op]`` (counted, timed).
+        """
+        self.env.process(self._process(kind, fn, args, delay, home, op))
+
+    def _process(
+        self, kind: str, fn: Callable[..., Any], args: tuple, delay: float, home: int, op: int
+    ) -> Generator[Any, Any, None]:
+        env = self.env
+        if delay:
+            yield env.timeout(delay)
+        start = env.now
+        if home >= 0:
+            cl = self.clusters[home]
+            if not cl.ready:  # [0026] block 216: work only after the peers are ready
+                yield cl.ready_event
+        if self.free_pids:
+            pid = self.free_pids.pop()
+        else:
+            pid = self.next_pid
+            if pid >= _MAX_PIDS:
+                raise RuntimeError(f"more than {_MAX_PIDS} processes at once")
+            self.next_pid = pid + 1
+        proc = Proc(pid, kind, start)
+        self.live[pid] = proc
+        yield from fn(proc, *args)
+        del self.live[pid]
+        if proc.steps or proc.pending:  # pragma: no cover - a flow bug
+            raise RuntimeError(f"pid {pid} ({kind}) finished holding {proc.steps}")
+        self.free_pids.append(pid)
+        now = env.now
+        self.t_last = now
+        if op >= 0:
+            self.completed_ops += 1
+            self.completed[home] += 1
+            self.metrics.record_op(op, home, start, now)
+        else:
+            self.internal_done += 1
+
+    def _init_cluster(self, cl: Cluster) -> Generator[Any, Any, None]:
+        # FIG 2A/2B: every attempt takes time; then tell the peers ([0026]).
+        yield self.timeout(self.config.timing.init_us * len(self.init.attempts))
+        cl.peers_ready += 1  # counts itself
+        self._maybe_ready(cl)
+        for peer in self.clusters:
+            if peer is not cl:
+                self.env.process(self._ready_message(peer))
+
+    def _ready_message(self, peer: Cluster) -> Generator[Any, Any, None]:
+        yield self.timeout(self.latency)
+        peer.peers_ready += 1
+        self._maybe_ready(peer)
+
+    def _maybe_ready(self, cl: Cluster) -> None:
+        if cl.peers_ready == self.C:
+            cl.ready = True
+            cl.ready_at = self.env.now
+            cl.ready_event.succeed()
+
+    def _arrivals(self, times: list[float], kinds: list[int], vols: list[int], tracks: list[int]):
+        env = self.env
+        flows = self.flows
+        volumes = self.volumes
+        handlers = (flows.host_read, flows.host_write, flows.host_write, flows.host_destage)
+        now = 0.0
+        for at, k, v, t in zip(times, kinds, vols, tracks):
+            if at > now:
+                yield env.timeout(at - now)
+                now = at
+            vol = volumes[v]
+            self.issued_ops += 1
+            args = (vol, t, k == 2) if k in (1, 2) else (vol, t)
+            env.process(self._process(OP_CODES[k], handlers[k], args, 0.0, vol.home, k))
+
+    # ----------------------------------------------------------- workload
+    def _workload(self) -> tuple[list[float], list[int], list[int], list[int]]:
+        """Random host operations (Poisson arrivals) merged with the scripted ``[[ops]]``."""
+        w = self.config.workload
+        rng = np.random.default_rng(self.config.controller.seed)
+        horizon = w.duration_s * 1e6
+        times = np.empty(0)
+        if w.rate_ops_per_s > 0 and horizon > 0:
+            mean = 1e6 / w.rate_ops_per_s
+            chunks = []
+            last = 0.0
+            while last <= horizon:
+                gaps = rng.exponential(mean, size=int(horizon / mean * 1.1) + 16)
+                arr = last + np.cumsum(gaps)
+                chunks.append(arr)
+                last = float(arr[-1])
+            times = np.concatenate(chunks)
+            times = times[times < horizon]
+        n = len(times)
+        u = rng.random(n)
+        p = rng.random(n)
+        kinds = np.where(u < w.read_fraction, 0, np.where(p < w.partial_write_fraction, 2, 1))
+        vols = rng.integers(0, self.config.volumes.count, n)
+        trks = rng.integers(0, self.config.volumes.tracks, n)
+        ops = [
+            (float(np.round(x, 3)), int(k), int(v), int(t))
+            for x, k, v, t in zip(times, kinds, vols, trks)
+        ]
+        for op in self.config.ops:
+            ops.append((round(op.at_s * 1e6, 3), OP_CODES.index(op.op), op.volume, op.track))
+        ops.sort(key=lambda o: o[0])  # stable: scripted ops keep their order
+        if not ops:
+            return [], [], [], []
+        a, b, c, d = zip(*ops)
+        return list(a), list(b), list(c), list(d)
+
+    # ---------------------------------------------------------------- run
+    def run(self) -> RunResult:
+        """Run to completion, deadlock or the time limit."""
+        env = self.env
+        for cl in self.clusters:
+            env.process(self._init_cluster(cl))
+        for rel in self.relationships:
+            self.spawn("establish", self.flows.establish, rel, self._before[rel.rid],
+                       delay=rel.at_us, home=rel.source.home)
+            if rel.withdraw_us is not None:
+                self.spawn("withdraw", self.flows.withdraw, rel,
+                           delay=rel.withdraw_us, home=rel.source.home)
+        env.process(self._arrivals(*self._workload()))
+
+        dt = self.config.metrics.sample_interval_ms * 1e3
+        limit = self.config.controller.max_sim_time_s * 1e6
+        next_sample = 0.0
+        timed_out = False
+        record = self.metrics.sample
+        peek, step = env.peek, env.step
+        # Our own loop rather than env.run(until=...): the run must end the
+        # moment the queue empties (a deadlock leaves it empty).
+        while True:
+            while peek() < next_sample:
+                step()
+            record(next_sample, self.held, self.queued, self.completed)
+            if peek() == math.inf:
+                break
+            if next_sample >= limit:
+                timed_out = True
+                break
+            next_sample = min(next_sample + dt, limit)
+        end = self.t_last
+        return self._result(end, timed_out)
+
+    def _result(self, end: float, timed_out: bool) -> RunResult:
+        live = self.live
+        deadlocked = bool(live) and not timed_out
+        cycle: list[str] = []
+        if deadlocked:
+            held_steps = {
+                pid: [Step(c, lv, nm, pid, tcb) for c, lv, nm, tcb in p.steps] for pid, p in live.items()
+            }
+            pending = {
+                pid: Step(p.pending[0], p.pending[1], p.pending[2], pid)
+                for pid, p in live.items() if p.pending is not None
+            }
+            graph = wait_for_graph(self.allocators, held_steps, pending)
+            cycle = describe(graph, find_cycle(graph))
+        held_end = 0
+        leaked = 0
+        for alloc in self.allocators:
+            alloc.check()
+            for t in range(alloc.total):
+                h = alloc.holder(t)
+                if h >= 0:
+                    held_end += 1
+                    if h not in live:
+                        leaked += 1
+        return RunResult(
+            config=self.config,
+            completed_ops=self.completed_ops,
+            issued_ops=self.issued_ops,
+            internal_ops=self.internal_done,
+            deadlocked=deadlocked,
+            deadlock_cycle=cycle,
+            stuck_processes=len(live),
+            timed_out=timed_out,
+            pit_violations=self.pit_violations,
+            reads_checked=self.reads_checked,
+            violations=list(self.violations),
+            leaked_tcbs=leaked,
+            held_tcbs_at_end=held_end,
+            sim_time_us=end,
+            latencies_us=np.asarray(self.metrics.latencies_us, dtype=float),
+            peak_held=[row[1:] for row in self.peak_held],
+            peak_queued=[row[1:] for row in self.peak_queued],
+            tcbs_per_cluster=self.tcbs_per_cluster,
+            init=self.init,
+            ready_us=[cl.ready_at for cl in self.clusters],
+            relationships=[
+                {"source": r.source.vid, "target": r.target.vid, "state": r.state,
+                 "copied": r.ncopied, "established_us": r.established_us, "ended_us": r.ended_us}
+                for r in self.relationships
+            ],
+            trace=self.trace,
+            metrics=self.metrics,
+        )
+
+
+@dataclass
+class RunResult:
+    """The outcome of one run. :meth:`summary` is the ``--json`` object."""
+
+    config: Config
+    completed_ops: int
+    issued_ops: int
+    internal_ops: int
+    deadlocked: bool
+    deadlock_cycle: list[str]
+    stuck_processes: int
+    timed_out: bool
+    pit_violations: int
+    reads_checked: int
+    violations: list[dict[str, int]]
+    leaked_tcbs: int
+    held_tcbs_at_end: int
+    sim_time_us: float
+    latencies_us: np.ndarray
+    peak_held: list[list[int]]
+    peak_queued: list[list[int]]
+    tcbs_per_cluster: int
+    init: InitResult
+    ready_us: list[float]
+    relationships: list[dict[str, Any]]
+    trace: list[TraceEvent] | None
+    metrics: MetricsRecorder
+    scenario: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def policy(self) -> str:
+        """``depth`` or ``shared``."""
+        return self.config.controller.policy
+
+    @property
+    def sim_time_s(self) -> float:
+        """Simulated time of the last event that did something."""
+        return self.sim_time_us * 1e-6
+
+    def summary(self) -> dict[str, Any]:
+        """DESIGN section 3's JSON fields, then extras. Deterministic: no wall-clock values."""
+        lat = self.latencies_us
+        if len(lat):
+            p50, p99 = (float(x) * 1e-3 for x in np.percentile(lat, [50, 99]))
+            latency = {"p50": round(p50, 6), "p99": round(p99, 6)}
+        else:
+            latency = {"p50": None, "p99": None}
+        sim_s = self.sim_time_s
+        out: dict[str, Any] = {}
+        if self.scenario is not None:
+            out["scenario"] = self.scenario
+        out.update(
+            policy=self.policy,
+            completed_ops=self.completed_ops,
+            deadlocked=self.deadlocked,
+            deadlock_cycle=list(self.deadlock_cycle),
+            pit_violations=self.pit_violations,
+            leaked_tcbs=self.leaked_tcbs,
+            throughput_ops_per_s=round(self.completed_ops / sim_s, 3) if sim_s > 0 else 0.0,
+            latency_ms=latency,
+            sim_time_s=round(sim_s, 9),
+            # extras
+            seed=self.config.controller.seed,
+            issued_ops=self.issued_ops,
+            internal_ops=self.internal_ops,
+            stuck_processes=self.stuck_processes,
+            held_tcbs_at_end=self.held_tcbs_at_end,
+            timed_out=self.timed_out,
+            reads_checked=self.reads_checked,
+            clusters=self.config.controller.clusters,
+            levels=self.config.levels,
+            tcbs_per_cluster=self.tcbs_per_cluster,
+            per_level=[
+                {"level": lv + 1,
+                 "peak_held": [row[lv] for row in self.peak_held],
+                 "peak_queued": [row[lv] for row in self.peak_queued]}
+                for lv in range(self.config.levels)
+            ],
+            init={
+                "attempts": [a.to_dict() for a in self.init.attempts],
+                "depths": [list(d) for d in self.init.depths],
+                "ready_us": self.ready_us,
+            },
+            relationships=self.relationships,
+        )
+        if self.violations:
+            out["violations"] = self.violations
+        out.update(self.extra)
+        return out
+
+
+def run(
+    config: Config, *, allocator_cls: type | None = None, trace: bool = False
+) -> RunResult:
+    """Simulate ``config``; ``allocator_cls`` defaults to the compiled
+    :class:`pyresv.DepthPoolAllocator` (the pure-Python reference when the core
+    is not built). ``trace=True`` records every TCB event in ``result.trace``."""
+    return Simulation(config, allocator_cls, trace=trace).run()
