@@ -93,7 +93,9 @@ class BatchChurn:
         if implementation == "reference" and batch > 1_000:
             raise NotImplementedError("the reference is too slow for the large batch")
         # Nine requests per pid: each pid fills one FIG 3 pool of 9 at level 1.
-        self.alloc = IMPLEMENTATIONS[implementation](fig3_depths(3, batch // 9 + 1), 0)
+        self.alloc = IMPLEMENTATIONS[implementation](
+            fig3_depths(3, batch // 9 + 1), 0, max_waiters=batch
+        )
         self.pids = np.arange(batch, dtype=np.int32) // 9
         self.depths = np.ones(batch, dtype=np.int32)
         self._pair()
@@ -142,7 +144,8 @@ class GilRelease:
 
     def setup(self, threads: int) -> None:
         self.allocs = [
-            pyresv.DepthPoolAllocator(fig3_depths(1, self.batch // 9 + 1), 0) for _ in range(2)
+            pyresv.DepthPoolAllocator(fig3_depths(1, self.batch // 9 + 1), 0, max_waiters=self.batch)
+            for _ in range(2)
         ]
         self.pids = np.arange(self.batch, dtype=np.int32) // 9
         self.depths = np.ones(self.batch, dtype=np.int32)
@@ -218,7 +221,7 @@ class Speedup:
 
     def track_ns_per_pair_batch(self) -> float:
         batch = 100_000
-        alloc = pyresv.DepthPoolAllocator(fig3_depths(3, batch // 9 + 1), 0)
+        alloc = pyresv.DepthPoolAllocator(fig3_depths(3, batch // 9 + 1), 0, max_waiters=batch)
         pids = np.arange(batch, dtype=np.int32) // 9
         depths = np.ones(batch, dtype=np.int32)
         run = lambda: alloc.release_many(alloc.acquire_many(pids, depths))  # noqa: E731
