@@ -182,14 +182,16 @@ class DepthPoolAllocator:
         return self._wake
 
     # ---------------------------------------------------------------- acquire
-    def _level_for(self, pid: int, depth: int, remote: bool) -> int:
+    def _level_for(self, pid: Any, depth: Any, remote: bool) -> int:
         if not isinstance(pid, (int, np.integer)) or isinstance(pid, bool):
             raise ValueError(f"pid must be an int, got {pid!r}")
         if not 0 <= pid < self._max_processes:
             raise ValueError(f"pid {pid} out of range [0, {self._max_processes})")
+        if not isinstance(depth, (int, np.integer)) or isinstance(depth, bool):
+            raise ValueError(f"depth must be an int, got {depth!r}")
         if not 1 <= depth <= self._levels:
             raise ValueError(f"depth {depth} out of range [1, {self._levels}]")
-        level = depth + 1 if remote else depth
+        level = int(depth) + 1 if remote else int(depth)
         if level > self._levels:
             raise ValueError(
                 f"remote call at depth {depth} needs level {level}, "
@@ -209,7 +211,7 @@ class DepthPoolAllocator:
         :class:`~pyresv.QueueFull` when the queue is full; the state is then
         unchanged.
         """
-        level = self._level_for(int(pid), int(depth), bool(remote))
+        level = self._level_for(pid, depth, bool(remote))
         return self._acquire(int(pid), level)
 
     def _acquire(self, pid: int, level: int) -> int:
@@ -584,7 +586,7 @@ class DepthPoolAllocator:
                 f"pids, depths and remote must be 1-d of one length, got shapes "
                 f"{p.shape}, {d.shape}, {r.shape}"
             )
-        levels = [self._level_for(int(a), int(b), bool(c)) for a, b, c in zip(p, d, r)]
+        levels = [self._level_for(a, b, bool(c)) for a, b, c in zip(p, d, r)]
         if self._npending + len(levels) > self._max_waiters:
             raise QueueFull(
                 f"a batch of {len(levels)} with {self._npending} pending could exceed "
@@ -604,7 +606,7 @@ class DepthPoolAllocator:
         t = np.asarray(tcbs)
         if t.ndim != 1:
             raise ValueError(f"tcbs must be 1-d, got shape {t.shape}")
-        ids = [self._check_held(int(x)) for x in t]
+        ids = [self._check_held(x) for x in t]
         if len(set(ids)) != len(ids):
             seen: set[int] = set()
             for x in ids:

@@ -1,21 +1,676 @@
-"""The allocator contract (DESIGN §1), run against the Cython core and the reference."""
+"""The allocator contract (DESIGN §1) on the Cython core and the pure-Python reference.
+
+Every test that takes ``allocator_cls`` runs on both implementations (see
+``conftest.py``); the traces name the patent's flowchart blocks they walk.
+"""
 
 from __future__ import annotations
 
+import copy
+import gc
+import pickle
+import random
+import tracemalloc
+from typing import Any
+
+import numpy as np
+import pytest
+
 import pyresv
+from pyresv import PENDING, AllocatorError, DepthPoolAllocator, QueueFull
+from pyresv.reference import DepthPoolAllocator as ReferenceAllocator
+
+# Shape used by most traces: levels 1..3 with pools {0,1}, {2,3}, {4,5} of 3
+# TCBs each (ids 0-5, 6-11, 12-17); unreserved ids 18, 19.
+SHAPE = [(2, 3)] * 3
+
+
+def snapshot(a: Any) -> tuple:
+    """Everything observable without side effects."""
+    return (
+        a.stats(),
+        [a.holder(t) for t in range(a.total)],
+        [a.pending(p) for p in range(a.max_processes)],
+        [[a.owned_pool(p, lv) for lv in range(1, a.levels + 1)] for p in range(a.max_processes)],
+        a.pending(),
+    )
+
+
+def make(cls: type, depths: Any = SHAPE, unreserved: int = 2, **kw: Any) -> Any:
+    kw.setdefault("max_processes", 16)
+    kw.setdefault("max_waiters", 16)
+    return cls(depths, unreserved, **kw)
+
+
+# ---------------------------------------------------------------- package
 
 
 def test_package_exports_the_compiled_core() -> None:
-    from pyresv._core.allocator import DepthPoolAllocator
+    from pyresv._core.allocator import DepthPoolAllocator as Core
 
-    assert pyresv.DepthPoolAllocator is DepthPoolAllocator
+    assert pyresv.DepthPoolAllocator is Core
+    assert pyresv.PENDING == -1
+    assert issubclass(QueueFull, AllocatorError) and issubclass(AllocatorError, RuntimeError)
 
 
-def test_smoke(allocator_cls: type) -> None:
-    a = allocator_cls([(4, 9)] * 3, 2)
-    assert (a.levels, a.total) == (3, 110)
-    assert a.acquire(1) == 0
-    assert a.acquire(1, 1, remote=True) == 36
-    a.release(0)
-    a.release(36)
+def test_properties_and_id_layout(allocator_cls: type) -> None:
+    # FIG 3A-3C: N1 = N2 = N3 = 36, pools level-major, unreserved ids last.
+    a = allocator_cls([(4, 9)] * 3, 32, max_processes=100, max_waiters=7, wake="fifo")
+    assert (a.levels, a.total, a.unreserved) == (3, 140, 32)
+    assert a.depths == [(4, 9)] * 3
+    assert (a.max_processes, a.max_waiters, a.wake) == (100, 7, "fifo")
+    assert [a.level_of(t) for t in (0, 35, 36, 71, 72, 107, 108, 139)] == [1, 1, 2, 2, 3, 3, 0, 0]
+    assert all(a.holder(t) == -1 for t in range(a.total))
+    assert a.stats() == {
+        "levels": 3,
+        "total": 140,
+        "free": [36, 36, 36],
+        "held": [0, 0, 0],
+        "free_pools": [4, 4, 4],
+        "owned_pools": [0, 0, 0],
+        "unreserved_free": 32,
+        "unreserved_held": 0,
+        "pending": [0, 0, 0],
+        "pending_total": 0,
+        "served_pool": 0,
+        "served_unreserved": 0,
+        "queued": 0,
+        "granted": 0,
+        "cancelled": 0,
+        "released": 0,
+    }
     a.check()
+    assert "pending=0" in repr(a)
+
+
+def test_nbytes_counts_the_c_arrays() -> None:
+    small = DepthPoolAllocator([(1, 1)], 0, max_processes=1, max_waiters=1)
+    big = DepthPoolAllocator([(100, 10)], 1000, max_processes=1, max_waiters=1)
+    # 8 bytes per reserved TCB and per pool, 12 per unreserved TCB.
+    assert big.nbytes - small.nbytes == 8 * (1000 - 1) + 8 * (100 - 1) + 12 * 1000
+
+
+@pytest.mark.parametrize(
+    ("args", "kwargs", "match"),
+    [
+        (([],), {}, "at least one level"),
+        ((5,), {}, "depths must be a sequence"),
+        (([(1,)],), {}, r"depths\[0\] \(level 1\) must be \(pools, pool_size\)"),
+        (([(-1, 2)],), {}, r"depths\[0\] pools \(level 1\) must be >= 0"),
+        (([(1, 0)],), {}, r"depths\[0\] pool_size \(level 1\) must be >= 1"),
+        (([(1, 2.5)],), {}, "pool_size .* must be an int"),
+        (([(1, 2)], -1), {}, "unreserved must be >= 0"),
+        (([(1, 2)], True), {}, "unreserved must be an int"),
+        (([(1, 2)],), {"max_processes": 0}, "max_processes must be >= 1"),
+        (([(1, 2)],), {"max_waiters": 0}, "max_waiters must be >= 1"),
+        (([(1, 2)],), {"wake": "lifo"}, "wake must be 'deepest' or 'fifo'"),
+    ],
+)
+def test_constructor_errors(allocator_cls: type, args: tuple, kwargs: dict, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        allocator_cls(*args, **kwargs)
+
+
+# ------------------------------------------------------------------ FIG 4
+
+
+def test_fig4_blocks_400_404_a_whole_pool_goes_to_one_process(allocator_cls: type) -> None:
+    a = make(allocator_cls)
+    assert a.acquire(7) == 0  # block 400: a reserved pool at level 1 (pool 0)
+    assert a.owned_pool(7, 1) == 0  # block 404: the control structures say so
+    assert a.acquire(7) == 1  # [0029]: the entire pool is pid 7's
+    assert a.acquire(8) == 3  # the next process gets the next pool
+    assert (a.owned_pool(8, 1), a.owned_pool(8, 2)) == (1, -1)
+    s = a.stats()
+    assert (s["free_pools"], s["owned_pools"], s["held"]) == ([0, 2, 2], [2, 0, 0], [3, 0, 0])
+    assert s["served_pool"] == 3
+    a.check()
+
+
+def test_fig4_blocks_402_408_410_unreserved_when_no_pool_is_free(allocator_cls: type) -> None:
+    a = make(allocator_cls)
+    assert (a.acquire(1), a.acquire(2)) == (0, 3)  # both level-1 pools owned
+    assert a.acquire(3) == 18  # block 408: the unreserved pool
+    assert (a.holder(18), a.level_of(18)) == (3, 0)
+    assert a.acquire(3) == 19
+    assert a.stats()["served_unreserved"] == 2
+    assert a.owned_pool(3, 1) == -1
+    a.check()
+
+
+def test_fig4_block_412_the_request_waits(allocator_cls: type) -> None:
+    a = make(allocator_cls)
+    for pid in (1, 2, 3, 3):
+        assert a.acquire(pid) >= 0
+    assert a.acquire(3) == PENDING  # block 412: queued for a reserved pool
+    assert (a.pending(3), a.pending(), a.pending(1)) == (1, 1, 0)
+    s = a.stats()
+    assert (s["pending"], s["pending_total"], s["queued"]) == ([1, 0, 0], 1, 1)
+    assert a.take_grants() == []
+    a.check()
+
+
+# ----------------------------------------------------------------- FIG 5A
+
+
+def test_fig5a_blocks_500_502_506_remote_is_served_one_level_deeper(allocator_cls: type) -> None:
+    a = make(allocator_cls)
+    assert a.acquire(4, depth=1, remote=True) == 6  # block 502: a pool at level 2
+    assert (a.level_of(6), a.owned_pool(4, 2), a.owned_pool(4, 1)) == (2, 2, -1)
+    assert a.acquire(4, 2, True) == 12  # level 3
+    assert a.acquire(4, 2, False) == 7  # local at depth 2: the same level-2 pool
+    a.check()
+
+
+def test_fig5a_blocks_504_508_510_remote_falls_back_to_unreserved(allocator_cls: type) -> None:
+    a = make(allocator_cls)
+    assert (a.acquire(1, 1, True), a.acquire(2, 1, True)) == (6, 9)
+    assert a.acquire(3, 1, True) == 18  # block 504 -> 508
+    assert a.stats()["owned_pools"] == [0, 2, 0]
+    a.check()
+
+
+def test_fig5a_block_512_remote_request_waits_at_the_deeper_level(allocator_cls: type) -> None:
+    a = make(allocator_cls)
+    for pid in (1, 2, 3, 3):
+        assert a.acquire(pid, 1, True) >= 0
+    assert a.acquire(3, 1, True) == PENDING
+    assert a.stats()["pending"] == [0, 1, 0]
+    a.check()
+
+
+def test_remote_call_at_the_deepest_level_has_nowhere_to_go(allocator_cls: type) -> None:
+    a = make(allocator_cls)
+    before = snapshot(a)
+    with pytest.raises(ValueError, match="remote call at depth 3 needs level 4"):
+        a.acquire(1, 3, True)
+    assert snapshot(a) == before
+
+
+# ----------------------------------------------------------------- FIG 5B
+
+
+def test_fig5b_blocks_514_516_the_process_own_pool_first(allocator_cls: type) -> None:
+    a = make(allocator_cls)
+    assert a.acquire(5, 2) == 6  # blocks 514 -> 518 -> 522: a new pool
+    assert a.acquire(5, 2) == 7  # blocks 514 -> 516: its own pool
+    assert a.acquire(5, 2) == 8
+    # Its pool is used up: it does not get a second pool at the level,
+    # it goes on to the unreserved pool (block 508).
+    assert a.acquire(5, 2) == 18
+    assert a.owned_pool(5, 2) == 2 and a.stats()["owned_pools"] == [0, 1, 0]
+    a.check()
+
+
+def test_fig5b_blocks_518_520_508_no_pool_left_at_the_level(allocator_cls: type) -> None:
+    a = make(allocator_cls)
+    assert (a.acquire(1, 3), a.acquire(2, 3)) == (12, 15)
+    assert a.acquire(3, 3) == 18  # block 520 -> 508
+    assert a.acquire(3, 2) == 6  # another level is unaffected
+    a.check()
+
+
+# ----------------------------------------------------------------- FIG 6A
+
+
+def test_fig6a_blocks_600_602_604_back_to_a_pool_still_in_use(allocator_cls: type) -> None:
+    a = make(allocator_cls)
+    assert (a.acquire(1), a.acquire(1)) == (0, 1)
+    a.release(0)  # block 602: back to pool 0; block 604: pool not wholly free
+    assert a.owned_pool(1, 1) == 0
+    assert a.stats()["free"] == [5, 6, 6]
+    assert a.acquire(2) == 3  # pool 0 is still pid 1's
+    assert a.acquire(1) == 0  # LIFO: the returned TCB comes back first
+    a.check()
+
+
+def test_fig6a_blocks_604_606_608_a_wholly_free_pool_is_freed(allocator_cls: type) -> None:
+    a = make(allocator_cls)
+    assert (a.acquire(1), a.acquire(2)) == (0, 3)
+    a.release(0)  # block 606: pool 0 freed; block 608: nobody waits
+    a.release(3)
+    assert (a.owned_pool(1, 1), a.owned_pool(2, 1)) == (-1, -1)
+    assert a.stats()["free_pools"] == [2, 2, 2]
+    assert a.acquire(3) == 3  # LIFO: the pool freed last is handed out first
+    assert a.acquire(4) == 0
+    a.check()
+
+
+def test_fig6a_block_610_a_freed_pool_goes_to_the_oldest_waiter_without_a_pool(
+    allocator_cls: type,
+) -> None:
+    a = make(allocator_cls, unreserved=0)
+    assert [a.acquire(1) for _ in range(3)] == [0, 1, 2]  # pid 1 owns pool 0
+    assert [a.acquire(2) for _ in range(3)] == [3, 4, 5]  # pid 2 owns pool 1
+    assert a.acquire(1) == PENDING  # oldest, but pid 1 owns a pool: not a seeker
+    assert a.acquire(3) == PENDING  # oldest seeker
+    assert a.acquire(4) == PENDING
+    assert a.acquire(3) == PENDING
+    a.release(3)
+    a.release(4)
+    assert a.take_grants() == []
+    a.release(5)  # blocks 606 -> 608 -> 610: pool 1 to pid 3, its requests granted
+    assert a.take_grants() == [(3, 5), (3, 4)]
+    assert (a.owned_pool(3, 1), a.owned_pool(2, 1)) == (1, -1)
+    assert (a.pending(1), a.pending(3), a.pending(4)) == (1, 0, 1)
+    # A TCB of pid 1's pool goes to pid 1's own waiter, not to older seekers.
+    a.release(0)
+    assert a.take_grants() == [(1, 0)]
+    assert a.holder(0) == 1 and a.pending() == 1
+    a.check()
+
+
+def test_fig6a_block_610_more_requests_than_the_pool_holds(allocator_cls: type) -> None:
+    a = make(allocator_cls, [(1, 3)], 0)
+    assert [a.acquire(1) for _ in range(3)] == [0, 1, 2]
+    assert [a.acquire(2) for _ in range(4)] == [PENDING] * 4
+    assert a.acquire(3) == PENDING
+    for t in (0, 1, 2):
+        a.release(t)
+    # Pool 0 goes to pid 2: three requests granted (oldest first), one waits
+    # on the pool, no longer as a seeker.
+    assert a.take_grants() == [(2, 2), (2, 1), (2, 0)]
+    assert (a.owned_pool(2, 1), a.pending(2), a.pending(3)) == (0, 1, 1)
+    a.check()
+    a.release(1)  # pid 2's own waiter first
+    assert a.take_grants() == [(2, 1)]
+    assert a.release_all(2) == 3
+    assert a.take_grants() == [(3, 2)]  # wholly free: on to the next seeker
+    assert (a.owned_pool(3, 1), a.pending()) == (0, 0)
+    a.check()
+
+
+# ----------------------------------------------------------------- FIG 6B
+
+
+def test_fig6b_blocks_612_614_unreserved_tcb_freed_when_nobody_waits(allocator_cls: type) -> None:
+    a = make(allocator_cls)
+    assert [a.acquire(p) for p in (1, 2, 3, 4)] == [0, 3, 18, 19]
+    a.release(18)  # block 612; block 614: nobody waits
+    assert a.stats()["unreserved_free"] == 1 and a.take_grants() == []
+    assert a.acquire(5) == 18
+    a.check()
+
+
+@pytest.mark.parametrize(("wake", "winner"), [("deepest", 6), ("fifo", 5)])
+def test_fig6b_blocks_616_618_620_unreserved_tcb_goes_by_wake_policy(
+    allocator_cls: type, wake: str, winner: int
+) -> None:
+    a = make(allocator_cls, [(1, 1)] * 3, 1, wake=wake)
+    assert [a.acquire(1, 1), a.acquire(2, 2), a.acquire(3, 3), a.acquire(4, 1)] == [0, 1, 2, 3]
+    assert a.acquire(5, 1) == PENDING  # oldest
+    assert a.acquire(6, 3) == PENDING  # deepest
+    assert a.acquire(7, 2) == PENDING
+    a.release(3)  # block 620: the first request by the wake policy gets it
+    assert a.take_grants() == [(winner, 3)]
+    assert a.holder(3) == winner and a.pending(winner) == 0 and a.pending() == 2
+    a.check()
+
+
+def test_fig6b_unreserved_grant_to_a_pool_owner_waiter(allocator_cls: type) -> None:
+    a = make(allocator_cls, [(1, 1)], 1)
+    assert (a.acquire(1), a.acquire(2)) == (0, 1)
+    assert a.acquire(1) == PENDING  # pid 1 owns pool 0: waits on it (or any unreserved)
+    a.release(1)
+    assert a.take_grants() == [(1, 1)]
+    assert a.stats()["granted"] == 1
+    a.check()
+
+
+# ------------------------------------------------- cancel and release_all
+
+
+def test_cancel_drops_only_that_pid(allocator_cls: type) -> None:
+    a = make(allocator_cls, [(1, 1)], 0)
+    assert a.acquire(1) == 0
+    assert [a.acquire(p) for p in (2, 3, 2)] == [PENDING] * 3
+    assert a.cancel(2) == 2
+    assert a.cancel(2) == 0
+    assert (a.pending(), a.pending(3), a.stats()["cancelled"]) == (1, 1, 2)
+    a.release(0)
+    assert a.take_grants() == [(3, 0)]
+    a.check()
+
+
+def test_release_all_order_deepest_first_unreserved_last(allocator_cls: type) -> None:
+    # Level 1 pool 0 = TCBs 0-1, level 2 pool 1 = TCBs 2-3, unreserved 4-5.
+    a = make(allocator_cls, [(1, 2)] * 2, 2, wake="fifo")
+    assert [a.acquire(1, 1), a.acquire(1, 1), a.acquire(1, 2)] == [0, 1, 2]
+    assert [a.acquire(1, 1), a.acquire(1, 1)] == [4, 5]
+    assert a.acquire(2, 1) == PENDING  # seeker at level 1 (oldest)
+    assert a.acquire(2, 2) == PENDING  # seeker at level 2
+    assert a.acquire(3, 1) == PENDING  # seeker at level 1
+    assert a.acquire(1, 2) == 3
+    assert a.acquire(1, 1) == PENDING  # cancelled by release_all
+    assert a.release_all(1) == 6
+    # Level 2 first (pool 1 wholly free after TCB 3: to pid 2), then level 1
+    # (pool 0 after TCB 1: to pid 2, the oldest seeker), then unreserved 4
+    # (to pid 3, the oldest request) and 5 (freed).
+    assert a.take_grants() == [(2, 3), (2, 1), (3, 4)]
+    s = a.stats()
+    assert (s["cancelled"], s["released"], s["unreserved_free"], s["pending_total"]) == (1, 6, 1, 0)
+    assert [a.holder(t) for t in range(6)] == [-1, 2, -1, 2, 3, -1]
+    a.check()
+
+
+def test_release_all_of_an_idle_pid(allocator_cls: type) -> None:
+    a = make(allocator_cls)
+    assert a.release_all(9) == 0
+    assert a.stats()["released"] == 0
+
+
+# ------------------------------------------------------------- grants API
+
+
+def test_take_grants_returns_then_clears_in_order(allocator_cls: type) -> None:
+    a = make(allocator_cls, [(1, 1)], 3, wake="fifo")
+    held = [a.acquire(p) for p in range(4)]
+    assert held == [0, 1, 2, 3]
+    assert [a.acquire(p) for p in (4, 5, 6)] == [PENDING] * 3
+    for t in (3, 1, 2):
+        a.release(t)
+    assert a.take_grants() == [(4, 3), (5, 1), (6, 2)]
+    assert a.take_grants() == []
+
+
+def test_many_grants_between_takes() -> None:
+    # The grants buffer grows past its initial size without losing order.
+    a = DepthPoolAllocator([(1, 1)], 1, max_processes=1000, max_waiters=1000)
+    assert a.acquire(0) == 0 and a.acquire(1) == 1
+    assert all(a.acquire(p) == PENDING for p in range(2, 1000))
+    for p in range(1, 999):
+        a.release(1)  # granted to pid p + 1
+    assert a.take_grants() == [(p, 1) for p in range(2, 1000)]
+    a.check()
+
+
+# ------------------------------------------------ errors leave no trace
+
+
+def _busy_allocator(cls: type) -> Any:
+    """A full queue, pools owned, unreserved held, a grant not yet taken.
+
+    Level 1: pool 0 = TCBs 0-1; level 2: pool 1 = TCBs 2-3; unreserved TCB 4.
+    """
+    a = make(cls, [(1, 2), (1, 2)], 1, max_waiters=2)
+    assert [a.acquire(1), a.acquire(1), a.acquire(2), a.acquire(3, 1, True)] == [0, 1, 4, 2]
+    assert [a.acquire(4), a.acquire(5, 2)] == [PENDING, PENDING]
+    a.release(4)  # to pid 5, the deepest waiter
+    assert a.acquire(6) == PENDING
+    return a
+
+
+BAD_CALLS = [
+    ("acquire", (-1,), ValueError, r"pid -1 out of range \[0, 16\)"),
+    ("acquire", (16,), ValueError, r"pid 16 out of range"),
+    ("acquire", (10**30,), ValueError, r"pid 1000000000000000000000000000000 out of range"),
+    ("acquire", (1.5,), ValueError, "pid must be an int, got 1.5"),
+    ("acquire", ("1",), ValueError, "pid must be an int"),
+    ("acquire", (True,), ValueError, "pid must be an int, got True"),
+    ("acquire", (1, 0), ValueError, r"depth 0 out of range \[1, 2\]"),
+    ("acquire", (1, 3), ValueError, r"depth 3 out of range \[1, 2\]"),
+    ("acquire", (1, 2.0), ValueError, "depth must be an int"),
+    ("acquire", (1, 2, True), ValueError, "remote call at depth 2 needs level 3"),
+    ("acquire", (7,), QueueFull, r"wait queue full \(2 requests pending\); pid 7 at level 1"),
+    ("release", (3,), AllocatorError, "TCB 3 is free: released twice"),
+    ("release", (5,), AllocatorError, r"TCB 5 is not an id of this allocator \(0..4\)"),
+    ("release", (-1,), AllocatorError, "TCB -1 is not an id"),
+    ("release", ("x",), AllocatorError, "TCB 'x' is not an int"),
+    ("cancel", (16,), ValueError, "pid 16 out of range"),
+    ("cancel", (None,), ValueError, "pid must be an int"),
+    ("release_all", (-3,), ValueError, "pid -3 out of range"),
+    ("pending", (99,), ValueError, "pid 99 out of range"),
+    ("owned_pool", (1, 0), ValueError, r"level 0 out of range \[1, 2\]"),
+    ("owned_pool", (1, 3), ValueError, r"level 3 out of range"),
+    ("owned_pool", (-1, 1), ValueError, "pid -1 out of range"),
+    ("holder", (5,), ValueError, "TCB 5 is not an id"),
+    ("level_of", (-1,), ValueError, "TCB -1 is not an id"),
+    ("level_of", (0.0,), ValueError, "is not an int"),
+    ("acquire_many", ([1, 2], [1]), ValueError, "1-d of one length"),
+    ("acquire_many", ([[1]], [[1]]), ValueError, "1-d of one length"),
+    ("acquire_many", ([1, 2], [1, 1], [True]), ValueError, "1-d of one length"),
+    ("acquire_many", ([7, 99], [1, 1]), ValueError, "pid 99 out of range"),
+    ("acquire_many", ([7, 8], [1, 5]), ValueError, r"depth 5 out of range \[1, 2\]"),
+    ("acquire_many", ([7, 8], [1, 2], [False, True]), ValueError, "remote call at depth 2"),
+    ("acquire_many", ([7, 8, 9], [1, 1, 1]), QueueFull, "a batch of 3 with 2 pending could exceed"),
+    ("release_many", ([3],), AllocatorError, "TCB 3 is free"),
+    ("release_many", ([1, 3],), AllocatorError, "TCB 3 is free"),
+    ("release_many", ([1, 7],), AllocatorError, "TCB 7 is not an id"),
+    ("release_many", ([1, 2, 1],), AllocatorError, "TCB 1 appears twice"),
+    ("release_many", ([[1]],), ValueError, "tcbs must be 1-d"),
+    ("release_many", ([1.0],), AllocatorError, "is not an int"),
+]
+
+
+@pytest.mark.parametrize(("method", "args", "exc", "match"), BAD_CALLS)
+def test_errors_leave_the_state_unchanged(
+    allocator_cls: type, method: str, args: tuple, exc: type, match: str
+) -> None:
+    a = _busy_allocator(allocator_cls)
+    before = snapshot(a)
+    with pytest.raises(exc, match=match):
+        getattr(a, method)(*args)
+    assert snapshot(a) == before
+    assert a.take_grants() == [(5, 4)]
+    a.check()
+
+
+def test_queue_full_check_is_conservative_for_batches(allocator_cls: type) -> None:
+    # Every one of these would be served at once, but the batch is refused.
+    a = make(allocator_cls, [(4, 1)], 0, max_waiters=2)
+    before = snapshot(a)
+    with pytest.raises(QueueFull, match="could exceed max_waiters=2"):
+        a.acquire_many([0, 1, 2], [1, 1, 1])
+    assert snapshot(a) == before
+    assert list(a.acquire_many([0, 1], [1, 1])) == [0, 1]
+
+
+# ------------------------------------------------------- batch == loop
+
+
+def _random_ops(rng: random.Random, levels: int, npids: int, n: int) -> list:
+    return [(rng.randrange(npids), rng.randint(1, levels), rng.random() < 0.3) for _ in range(n)]
+
+
+@pytest.mark.parametrize("wake", ["deepest", "fifo"])
+@pytest.mark.parametrize("seed", range(4))
+def test_batches_equal_loops(allocator_cls: type, wake: str, seed: int) -> None:
+    rng = random.Random(seed)
+    shape = [(2, 2), (1, 3), (2, 1), (1, 1)]
+    kw = {"max_processes": 8, "max_waiters": 64, "wake": wake}
+    batch, loop = allocator_cls(shape, 2, **kw), allocator_cls(shape, 2, **kw)
+    for _ in range(12):
+        ops = [op for op in _random_ops(rng, 4, 8, rng.randint(0, 6)) if op[1] + op[2] <= 4]
+        ops = ops[: 64 - batch.pending()]
+        got = batch.acquire_many([o[0] for o in ops], [o[1] for o in ops], [o[2] for o in ops])
+        want = [loop.acquire(*o) for o in ops]
+        assert got.dtype == np.int32 and got.tolist() == want
+        held = [t for t in range(batch.total) if batch.holder(t) >= 0]
+        rel = rng.sample(held, rng.randint(0, len(held)))
+        batch.release_many(np.array(rel, dtype=np.int64))
+        for t in rel:
+            loop.release(t)
+        assert batch.take_grants() == loop.take_grants()
+        assert snapshot(batch) == snapshot(loop)
+        batch.check()
+
+
+def test_batch_accepts_array_likes(allocator_cls: type) -> None:
+    a = make(allocator_cls)
+    assert a.acquire_many([], []).tolist() == []
+    got = a.acquire_many(np.array([1, 2], dtype=np.int32), (1, 1), np.array([True, False]))
+    assert got.tolist() == [6, 0] and got.dtype == np.int32
+    a.release_many([])
+    a.release_many(got)
+    assert a.stats()["released"] == 2
+
+
+# --------------------------------------------------------------- pickling
+
+
+def _continue(a: Any) -> list:
+    """Drive ``a`` on; the trace of results and grants."""
+    trace = [a.acquire(p, 1 + p % 2) for p in range(6)]
+    for t in range(a.total):
+        if a.holder(t) >= 0:
+            a.release(t)
+            trace.append(("released", t))
+    trace.append(a.take_grants())
+    trace.append(a.stats())
+    return trace
+
+
+@pytest.mark.parametrize("wake", ["deepest", "fifo"])
+def test_pickle_round_trips_the_whole_state(allocator_cls: type, wake: str) -> None:
+    a = make(allocator_cls, [(1, 2), (1, 1)], 1, max_processes=8, wake=wake)
+    assert [a.acquire(1), a.acquire(1), a.acquire(2), a.acquire(3, 1, True)] == [0, 1, 3, 2]
+    assert [a.acquire(4), a.acquire(5, 2), a.acquire(1), a.acquire(6)] == [PENDING] * 4
+    a.release(3)
+    a.release(0)  # to pid 1's own waiter
+    b = pickle.loads(pickle.dumps(a))
+    c = copy.deepcopy(a)
+    assert type(b) is allocator_cls
+    for x in (b, c):
+        assert (x.depths, x.unreserved, x.max_processes, x.max_waiters, x.wake) == (
+            a.depths, a.unreserved, a.max_processes, a.max_waiters, a.wake,
+        )
+        assert snapshot(x) == snapshot(a)
+        x.check()
+    grants = a.take_grants()
+    assert len(grants) == 2 and grants[1] == (1, 0)
+    assert b.take_grants() == c.take_grants() == grants
+    assert _continue(b) == _continue(a) == _continue(c)
+
+
+def test_pickle_of_a_fresh_allocator(allocator_cls: type) -> None:
+    a = make(allocator_cls, [(3, 2), (0, 4)], 0, wake="fifo")
+    b = pickle.loads(pickle.dumps(a))
+    assert snapshot(b) == snapshot(a) and b.wake == "fifo"
+    assert _continue(b) == _continue(a)
+
+
+def test_pickle_keeps_free_stack_order(allocator_cls: type) -> None:
+    a = make(allocator_cls, [(3, 3)], 3)
+    held = [a.acquire(p) for p in (1, 1, 1, 2, 3, 4, 5)]
+    for t in reversed(held):
+        a.release(t)
+    b = pickle.loads(pickle.dumps(a))
+    assert [b.acquire(p) for p in (6, 6, 7, 8, 9, 9)] == [a.acquire(p) for p in (6, 6, 7, 8, 9, 9)]
+
+
+# ---------------------------------------------------------------- check()
+
+
+def _tampered(a: DepthPoolAllocator, **changes: Any) -> bytes:
+    func, args = a.__reduce__()
+    cls, kwargs, state = args
+    state = dict(state)
+    for key, edit in changes.items():
+        state[key] = edit(copy.deepcopy(state[key]))
+    return pickle.dumps((func, cls, kwargs, state))
+
+
+def _load(blob: bytes) -> Any:
+    func, cls, kwargs, state = pickle.loads(blob)
+    return func(cls, kwargs, state)
+
+
+def _set(arr: np.ndarray, i: int, v: int) -> np.ndarray:
+    arr[i] = v
+    return arr
+
+
+def test_check_names_a_pool_held_by_two_pids() -> None:
+    a = DepthPoolAllocator([(2, 3)], 1, max_processes=4, max_waiters=4)
+    assert (a.acquire(1), a.acquire(1)) == (0, 1)
+    blob = _tampered(a, holder=lambda h: _set(h, 1, 2))
+    with pytest.raises(AllocatorError, match="pool 0 owned by pid 1 has TCB 1 held by pid 2"):
+        _load(blob)
+
+
+def test_check_names_a_lost_wakeup() -> None:
+    a = DepthPoolAllocator([(1, 1)], 1, max_processes=4, max_waiters=4)
+    blob = _tampered(
+        a,
+        waiters=lambda w: np.array([[3, 1, 0]], dtype=np.int64),
+        next_seq=lambda n: 1,
+    )
+    with pytest.raises(AllocatorError, match="lost wake-up: 1 unreserved TCBs free while 1 requests pend"):
+        _load(blob)
+    # Without the unreserved TCB: the free pool is the lost wake-up.
+    blob = _tampered(
+        a,
+        waiters=lambda w: np.array([[3, 1, 0]], dtype=np.int64),
+        next_seq=lambda n: 1,
+        unres_free=lambda u: u[:0],
+        holder=lambda h: _set(h, 1, 2),
+    )
+    with pytest.raises(AllocatorError, match="lost wake-up: pid 3 waits at level 1 with no pool while pool 0 is free"):
+        _load(blob)
+
+
+def test_check_names_a_lost_tcb() -> None:
+    a = DepthPoolAllocator([(1, 1)], 2, max_processes=4, max_waiters=4)
+    with pytest.raises(AllocatorError, match="unreserved TCBs are neither free nor held"):
+        _load(_tampered(a, unres_free=lambda u: u[1:]))
+
+
+@pytest.mark.parametrize(
+    ("key", "edit", "match"),
+    [
+        ("holder", lambda h: _set(h, 0, 9), "TCB 0 held by pid 9, out of range"),
+        ("pool_free", lambda f: _set(f, 1, 1), "pool 0's free stack holds TCB 1"),
+        ("unres_free", lambda u: _set(u, 0, 0), "unreserved free stack holds TCB 0"),
+        ("waiters", lambda w: np.array([[1, 2, 0]]), "request 0 names pid 1 at level 2"),
+        ("version", lambda v: 99, "unknown version 99"),
+        ("holder", lambda h: h[:1], "array lengths"),
+    ],
+)
+def test_a_corrupt_pickle_is_refused(key: str, edit: Any, match: str) -> None:
+    a = DepthPoolAllocator([(1, 2)], 2, max_processes=4, max_waiters=4)
+    with pytest.raises(AllocatorError, match="inconsistent pickled allocator state: " + match):
+        _load(_tampered(a, **{key: edit}))
+
+
+def test_reference_check_names_broken_invariants() -> None:
+    r = ReferenceAllocator([(2, 3)], 1, max_processes=4, max_waiters=4)
+    assert (r.acquire(1), r.acquire(1)) == (0, 1)
+    r._holder[1] = 2
+    with pytest.raises(AllocatorError, match=r"pool 0 owned by pid 1 has TCBs held by \[1, 2\]"):
+        r.check()
+    r._holder[1] = 1
+    r.check()
+    r._unres_free.pop()
+    with pytest.raises(AllocatorError, match="unreserved TCBs are neither free nor held"):
+        r.check()
+
+
+# ------------------------------------------------------------------ memory
+
+
+def test_memory_returns_to_baseline_after_del() -> None:
+    tracemalloc.start()
+    try:
+        gc.collect()
+        base = tracemalloc.get_traced_memory()[0]
+        a = DepthPoolAllocator([(300, 33)] * 3, 10, max_processes=500, max_waiters=600)
+        # pids 0-299 own the level-1 pools, 300-309 the unreserved TCBs, the
+        # rest wait; releasing everything grants each of them a TCB.
+        got = [a.acquire(p) for p in range(500)]
+        assert got.count(PENDING) == 190
+        a.release_many([t for t in got if t >= 0])
+        assert len(a.take_grants()) == 190
+        grown = tracemalloc.get_traced_memory()[0] - base
+        assert grown >= a.nbytes > 30_000 * 8
+        del a
+        gc.collect()
+        assert tracemalloc.get_traced_memory()[0] - base < 64 * 1024
+    finally:
+        tracemalloc.stop()
+
+
+def test_bytes_per_tcb_for_ten_million() -> None:
+    a = DepthPoolAllocator([(100_000, 33)] * 3, 100_000)
+    assert a.total == 10_000_000
+    # Fixed per-pid and per-waiter tables included: well under 12 bytes a TCB.
+    assert a.nbytes / a.total < 9.5
