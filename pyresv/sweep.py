@@ -1,0 +1,513 @@
+"""Parameter sweeps of the simulator on Dask distributed.
+
+A sweep is the product of a few swept config keys (``--set KEY=V1,V2,...``)
+times a number of seeds. :func:`plan` validates every point's config in the
+client before anything runs (a bad key or value is a
+:class:`~pyresv.config.ConfigError` naming it); :func:`execute` runs the
+points on a Dask client, batched into chunks so the per-task overhead
+(a few ms) stays small next to the simulations, and returns one
+:class:`Outcome` per point in plan order, whatever the completion order.
+
+Workers receive plain config dicts (:meth:`Config.to_dict`) and an allocator
+*name*, never allocator objects; they run :func:`run_chunk`, a module-level
+function, so it is importable in spawned worker processes. A point whose run
+raises becomes an outcome with its error; a task that dies (a lost worker)
+marks every point of its chunk with the error. Nothing is dropped.
+
+By default the sweep starts a :class:`distributed.LocalCluster` bound to
+127.0.0.1 only (scheduler, workers and dashboard); ``--scheduler ADDRESS``
+connects to an existing scheduler instead. ``--workers 0`` runs serially in
+this process, without Dask.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import itertools
+import json
+import math
+import re
+import sys
+import time
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
+
+from pyresv.config import Config, ConfigError, default_config, load
+
+if TYPE_CHECKING:
+    from distributed import Client
+
+__all__ = [
+    "DESIGN_FIELDS",
+    "Point",
+    "SweepPlan",
+    "Outcome",
+    "SweepResult",
+    "parse_values",
+    "parse_set",
+    "plan",
+    "simulate_point",
+    "run_chunk",
+    "execute",
+    "open_client",
+    "flatten_summary",
+    "format_cell",
+    "table",
+    "write_csv",
+    "sweep",
+    "add_arguments",
+    "run_cli",
+]
+
+#: DESIGN section 3's summary fields: the first columns after the swept keys
+#: and ``seed`` (``latency_ms`` becomes ``latency_ms_p50``/``latency_ms_p99``).
+DESIGN_FIELDS: tuple[str, ...] = (
+    "policy",
+    "completed_ops",
+    "deadlocked",
+    "deadlock_cycle",
+    "pit_violations",
+    "leaked_tcbs",
+    "throughput_ops_per_s",
+    "latency_ms",
+    "sim_time_s",
+)
+
+ALLOCATORS = ("auto", "compiled", "reference")
+
+# A bare word given as a value (``depth``, ``fifo``) is a string.
+_BARE_WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-]*")
+
+
+# ------------------------------------------------------------ --set parsing
+def _split_top_level(text: str) -> list[str]:
+    """Split at commas that are outside brackets, braces and quotes."""
+    parts: list[str] = []
+    depth = 0
+    quote = ""
+    start = 0
+    for i, ch in enumerate(text):
+        if quote:
+            if ch == quote:
+                quote = ""
+        elif ch in "\"'":
+            quote = ch
+        elif ch in "[{":
+            depth += 1
+        elif ch in "]}":
+            depth -= 1
+        elif ch == "," and depth == 0:
+            parts.append(text[start:i])
+            start = i + 1
+    parts.append(text[start:])
+    return parts
+
+
+def parse_values(key: str, text: str) -> list[Any]:
+    """The values of ``--set KEY=TEXT``: ``TEXT`` split at commas outside
+    brackets and quotes, each part a TOML value (``2``, ``0.5``, ``true``,
+    ``"depth"``, ``[[4, 9], [4, 9]]``); a bare word (``depth``) is a string.
+
+    Raises :class:`ConfigError` naming ``key`` for an empty or unparsable value.
+    """
+    values: list[Any] = []
+    for part in _split_top_level(text):
+        part = part.strip()
+        if not part:
+            raise ConfigError(f"{key}: empty value in --set {key}={text}")
+        try:
+            values.append(tomllib.loads(f"v = {part}")["v"])
+        except tomllib.TOMLDecodeError:
+            if not _BARE_WORD.fullmatch(part):
+                raise ConfigError(f"{key}: cannot parse value {part!r} as a TOML value") from None
+            values.append(part)
+    return values
+
+
+def parse_set(text: str) -> tuple[str, list[Any]]:
+    """Parse one ``KEY=V1,V2,...`` option (see :func:`parse_values`)."""
+    key, sep, rest = text.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise ConfigError(f"--set {text}: expected KEY=V1,V2,...")
+    return key, parse_values(key, rest)
+
+
+# -------------------------------------------------------------------- plan
+@dataclass(frozen=True)
+class Point:
+    """One run of the sweep: the swept values, the seed, and the full config as plain data."""
+
+    index: int
+    values: tuple[Any, ...]
+    seed: int
+    config: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class SweepPlan:
+    """Every point of a sweep, in (point, seed) order."""
+
+    keys: tuple[str, ...]
+    seeds: int
+    points: tuple[Point, ...]
+
+
+def plan(config: Config, sets: Sequence[tuple[str, Sequence[Any]]], seeds: int = 1) -> SweepPlan:
+    """Validate and expand a sweep: the product of the ``sets`` values, each
+    run with ``seeds`` seeds (seed ``i`` is the point's ``controller.seed`` + i).
+
+    Every point's config is built and validated here, so a bad key or value
+    raises :class:`ConfigError` naming it before anything runs.
+    """
+    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
+        raise ConfigError(f"--seeds: must be an integer >= 1, got {seeds!r}")
+    keys = tuple(k for k, _ in sets)
+    seen: set[str] = set()
+    for key, values in sets:
+        if key in seen:
+            raise ConfigError(f"{key}: given in more than one --set")
+        seen.add(key)
+        if not values:
+            raise ConfigError(f"{key}: no values")
+    points: list[Point] = []
+    for combo in itertools.product(*(list(v) for _, v in sets)):
+        assignment = dict(zip(keys, combo))
+        try:
+            cfg = config.with_overrides(assignment)
+        except ConfigError as exc:
+            shown = ", ".join(f"{k}={format_cell(v)}" for k, v in assignment.items())
+            raise ConfigError(f"{exc} (in the sweep point {shown})") from None
+        base = cfg.controller.seed
+        for i in range(seeds):
+            seeded = cfg.with_overrides({"controller.seed": base + i})
+            points.append(Point(len(points), tuple(combo), base + i, seeded.to_dict()))
+    return SweepPlan(keys, seeds, tuple(points))
+
+
+# ----------------------------------------------------------------- workers
+def _allocator_cls(name: str) -> type | None:
+    if name == "reference":
+        from pyresv.reference import DepthPoolAllocator
+
+        return DepthPoolAllocator
+    if name == "compiled":
+        from pyresv._core.allocator import DepthPoolAllocator
+
+        return DepthPoolAllocator
+    if name == "auto":
+        return None
+    raise ValueError(f"allocator: must be one of {', '.join(ALLOCATORS)}, got {name!r}")
+
+
+def simulate_point(config: dict[str, Any], allocator: str = "auto") -> dict[str, Any]:
+    """Parse a plain-data config, simulate it and return its summary (raises on failure)."""
+    from pyresv.config import parse
+    from pyresv.simulation import run
+
+    return run(parse(config), allocator_cls=_allocator_cls(allocator)).summary()
+
+
+def run_chunk(
+    chunk: Sequence[tuple[int, dict[str, Any]]], allocator: str = "auto"
+) -> list[tuple[int, dict[str, Any] | None, str]]:
+    """The Dask task: simulate each ``(index, config)`` of a chunk.
+
+    Returns ``(index, summary, "")`` per point, or ``(index, None, error)``
+    when its run raised: one failing point never loses the others.
+    """
+    out: list[tuple[int, dict[str, Any] | None, str]] = []
+    for index, config in chunk:
+        try:
+            out.append((index, simulate_point(config, allocator), ""))
+        except Exception as exc:  # reported in the point's row, never lost
+            out.append((index, None, f"{type(exc).__name__}: {exc}"))
+    return out
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """The result of one point: its summary, or the error it failed with."""
+
+    index: int
+    summary: dict[str, Any] | None
+    error: str
+
+
+def _chunks(items: list[Any], size: int) -> list[list[Any]]:
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+def _progress(total: int, show: bool | None) -> Any:
+    from tqdm import tqdm
+
+    if show is None:
+        show = sys.stderr.isatty()
+    return tqdm(total=total, disable=not show, unit="run", desc="sweep", file=sys.stderr)
+
+
+def execute(
+    configs: Sequence[dict[str, Any]],
+    client: Client | None = None,
+    *,
+    chunk_size: int | None = None,
+    allocator: str = "auto",
+    progress: bool | None = False,
+) -> list[Outcome]:
+    """Run every config (plain data) and return one :class:`Outcome` each, in order.
+
+    With a ``client`` the configs are batched into chunks of ``chunk_size``
+    (default: about four chunks per worker thread, at most 64 points each)
+    and submitted as :func:`run_chunk` tasks; without one they run serially
+    here. ``progress``: a tqdm bar on stderr (``None``: only on a terminal).
+    """
+    if allocator not in ALLOCATORS:
+        raise ValueError(f"allocator: must be one of {', '.join(ALLOCATORS)}, got {allocator!r}")
+    items = list(enumerate(configs))
+    results: dict[int, Outcome] = {}
+    bar = _progress(len(items), progress)
+    try:
+        if client is None:
+            for chunk in _chunks(items, 1):
+                for index, summary, error in run_chunk(chunk, allocator):
+                    results[index] = Outcome(index, summary, error)
+                bar.update(len(chunk))
+        else:
+            from distributed import as_completed
+
+            if chunk_size is None:
+                threads = sum(client.nthreads().values()) or 1
+                chunk_size = max(1, min(64, math.ceil(len(items) / (4 * threads))))
+            if chunk_size < 1:
+                raise ValueError(f"chunk_size: must be >= 1, got {chunk_size}")
+            chunks = _chunks(items, chunk_size)
+            futures = [client.submit(run_chunk, chunk, allocator, pure=False) for chunk in chunks]
+            by_future = {f.key: chunk for f, chunk in zip(futures, chunks)}
+            try:
+                for future in as_completed(futures):
+                    chunk = by_future[future.key]
+                    try:
+                        done = future.result()
+                    except Exception as exc:  # the task itself died: every point of it is an error
+                        done = [(i, None, f"task failed: {type(exc).__name__}: {exc}") for i, _ in chunk]
+                    for index, summary, error in done:
+                        results[index] = Outcome(index, summary, error)
+                    bar.update(len(chunk))
+            finally:
+                client.cancel(futures)
+    finally:
+        bar.close()
+    return [results[i] for i in range(len(items))]
+
+
+@contextlib.contextmanager
+def open_client(workers: int = 2, scheduler: str | None = None, *, timeout: float = 30.0) -> Iterator[Client]:
+    """A Dask client: connected to ``scheduler`` when given, else to a new
+    :class:`LocalCluster` of ``workers`` single-threaded worker processes bound
+    to 127.0.0.1 (its dashboard too: the default would bind every interface).
+    The client is closed before the cluster."""
+    from distributed import Client, LocalCluster
+
+    if scheduler:
+        with Client(scheduler, timeout=timeout) as client:
+            yield client
+        return
+    if workers < 1:
+        raise ValueError(f"--workers: must be >= 1 for a local cluster, got {workers}")
+    with LocalCluster(
+        n_workers=workers,
+        threads_per_worker=1,
+        processes=True,
+        host="127.0.0.1",
+        dashboard_address="127.0.0.1:0",
+    ) as cluster:
+        with Client(cluster, timeout=timeout) as client:
+            yield client
+
+
+# --------------------------------------------------------------------- CSV
+def format_cell(value: Any) -> str:
+    """A CSV cell: ``true``/``false``, compact JSON for lists and tables, empty for none.
+
+    Swept values written this way can be given back to ``--set`` as they are.
+    """
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, tuple, dict)):
+        return json.dumps(value, separators=(",", ":"))
+    return str(value)
+
+
+def flatten_summary(summary: dict[str, Any]) -> dict[str, Any]:
+    """One run summary as flat columns: ``latency_ms`` as ``latency_ms_p50`` and
+    ``latency_ms_p99``, ``deadlock_cycle`` joined with `` -> ``; other nested
+    fields are kept whole (written as compact JSON)."""
+    out: dict[str, Any] = {}
+    for key, value in summary.items():
+        if key == "latency_ms" and isinstance(value, dict):
+            out["latency_ms_p50"] = value.get("p50")
+            out["latency_ms_p99"] = value.get("p99")
+        elif key == "deadlock_cycle":
+            out[key] = " -> ".join(value)
+        else:
+            out[key] = value
+    return out
+
+
+def _design_columns() -> list[str]:
+    cols: list[str] = []
+    for name in DESIGN_FIELDS:
+        cols.extend(["latency_ms_p50", "latency_ms_p99"] if name == "latency_ms" else [name])
+    return cols
+
+
+def table(sweep_plan: SweepPlan, outcomes: Sequence[Outcome]) -> tuple[list[str], list[dict[str, Any]]]:
+    """Columns and rows of a sweep: the swept keys (named as given), ``seed``,
+    DESIGN's summary fields, the other summary fields in the order they
+    appear, and ``error`` (empty when the run succeeded). One row per point."""
+    if len(outcomes) != len(sweep_plan.points):
+        raise ValueError(f"{len(outcomes)} outcomes for {len(sweep_plan.points)} points")
+    fixed = [*sweep_plan.keys, "seed"]
+    summary_cols = _design_columns()
+    rows: list[dict[str, Any]] = []
+    for point, outcome in zip(sweep_plan.points, outcomes):
+        row: dict[str, Any] = dict(zip(sweep_plan.keys, point.values))
+        row["seed"] = point.seed
+        if outcome.summary is not None:
+            for key, value in flatten_summary(outcome.summary).items():
+                if key in fixed:  # the summary's own seed equals the row's
+                    continue
+                if key not in summary_cols:
+                    summary_cols.append(key)
+                row[key] = value
+        row["error"] = outcome.error
+        rows.append(row)
+    return [*fixed, *summary_cols, "error"], rows
+
+
+def write_csv(path: str | Path, columns: Sequence[str], rows: Sequence[dict[str, Any]]) -> None:
+    """Write rows (cells formatted by :func:`format_cell`) to ``path``."""
+    p = Path(path)
+    if p.parent and not p.parent.exists():
+        p.parent.mkdir(parents=True)
+    with p.open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(columns)
+        for row in rows:
+            writer.writerow([format_cell(row.get(c)) for c in columns])
+
+
+# ---------------------------------------------------------------- the sweep
+@dataclass(frozen=True)
+class SweepResult:
+    """A finished sweep: its plan, one outcome per point, and the CSV table."""
+
+    plan: SweepPlan
+    outcomes: list[Outcome]
+    columns: list[str]
+    rows: list[dict[str, Any]]
+    wall_s: float
+
+    @property
+    def errors(self) -> int:
+        """How many points failed."""
+        return sum(1 for o in self.outcomes if o.error)
+
+
+def sweep(
+    config: Config,
+    sets: Sequence[tuple[str, Sequence[Any]]],
+    seeds: int = 1,
+    *,
+    client: Client | None = None,
+    workers: int = 2,
+    scheduler: str | None = None,
+    chunk_size: int | None = None,
+    allocator: str = "auto",
+    progress: bool | None = False,
+) -> SweepResult:
+    """Plan (validating every point) and run a sweep.
+
+    ``client``: an existing Dask client to use; otherwise ``scheduler``
+    (an address) or a local cluster of ``workers`` processes is opened and
+    closed here; ``workers=0`` runs serially without Dask.
+    """
+    sweep_plan = plan(config, sets, seeds)
+    configs = [p.config for p in sweep_plan.points]
+    t0 = time.perf_counter()
+    if client is not None or (workers == 0 and not scheduler):
+        outcomes = execute(configs, client, chunk_size=chunk_size, allocator=allocator, progress=progress)
+    else:
+        with open_client(workers, scheduler) as opened:
+            outcomes = execute(configs, opened, chunk_size=chunk_size, allocator=allocator, progress=progress)
+    wall = time.perf_counter() - t0
+    columns, rows = table(sweep_plan, outcomes)
+    return SweepResult(sweep_plan, outcomes, columns, rows, wall)
+
+
+# --------------------------------------------------------------------- CLI
+SET_HELP = (
+    "a swept config key and its values, KEY=V1,V2,... (repeatable; the sweep is the product). "
+    "Values are split at commas outside brackets and quotes; each is a TOML value (2, 0.5, true, "
+    '"x", [[1,1],[1,1]]) and a bare word is a string, so lists need no other separator: '
+    "--set 'reservation.depths=[[1,1],[1,1],[1,1]],[[2,1],[2,1],[2,1]]' is two values"
+)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The options of ``pyresv sweep``."""
+    p.add_argument("config", nargs="?", metavar="CONFIG", help="TOML config (default: the built-in one)")
+    p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=V1,V2,...", help=SET_HELP)
+    p.add_argument("--seeds", type=int, default=1, help="seeds per point: controller.seed + 0 .. N-1 (default 1)")
+    p.add_argument(
+        "--workers", type=int, default=2,
+        help="worker processes of the local Dask cluster, on 127.0.0.1 (default 2; 0: serial, no Dask)",
+    )
+    p.add_argument("--scheduler", metavar="ADDRESS", help="use this Dask scheduler instead of a local cluster")
+    p.add_argument("--chunk-size", type=int, help="points per Dask task (default: about 4 tasks per worker thread)")
+    p.add_argument("--out", required=True, metavar="FILE.csv", help="CSV file: one row per (point, seed)")
+    p.add_argument(
+        "--allocator", choices=ALLOCATORS, default="auto",
+        help="allocator implementation the workers use (default: the compiled core when built)",
+    )
+
+
+def run_cli(args: argparse.Namespace, *, out: Callable[[str], None] = print) -> int:
+    """``pyresv sweep``: write the CSV; exit status 0, or 1 when some point
+    failed (its row has the error). A bad config, key or value raises
+    :class:`ConfigError` before anything runs."""
+    config = load(args.config) if args.config else default_config()
+    sets = [parse_set(s) for s in args.sets]
+    if args.workers < 0:
+        raise ConfigError(f"--workers: must be >= 0, got {args.workers}")
+    if args.chunk_size is not None and args.chunk_size < 1:
+        raise ConfigError(f"--chunk-size: must be >= 1, got {args.chunk_size}")
+    result = sweep(
+        config,
+        sets,
+        args.seeds,
+        workers=args.workers,
+        scheduler=args.scheduler,
+        chunk_size=args.chunk_size,
+        allocator=args.allocator,
+        progress=None,
+    )
+    write_csv(args.out, result.columns, result.rows)
+    if args.scheduler:
+        where = f"on {args.scheduler}"
+    elif args.workers == 0:
+        where = "serially"
+    else:
+        where = f"on {args.workers} local workers"
+    n_points = len(result.plan.points) // result.plan.seeds
+    out(
+        f"{len(result.rows)} runs ({n_points} points x {result.plan.seeds} seeds) {where} "
+        f"in {result.wall_s:.2f} s; {result.errors} failed; wrote {args.out}"
+    )
+    return 1 if result.errors else 0
