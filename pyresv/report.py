@@ -1,0 +1,207 @@
+"""``pyresv report SWEEP.csv --out DIR``: deadlock rate and throughput against reserve size.
+
+Reads a CSV written by ``pyresv sweep`` and aggregates its rows by policy and
+an x axis chosen from the columns:
+
+* ``--x COLUMN`` when given;
+* else ``tcbs_per_cluster`` (every TCB of a cluster, reserved and
+  unreserved: the reserve size, comparable across policies) when it varies;
+* else the first swept column (those before ``seed``) that varies; numeric
+  when every value is a number, else categorical in order of appearance.
+
+Per (policy, x): runs, failed runs (an ``error``; left out of the rest),
+the deadlock rate, and the mean and standard deviation of the throughput of
+the runs that did not deadlock (a deadlocked run's throughput only says when
+it stopped). Writes ``report.png`` (two panels sharing the x axis) and
+``report.csv`` (the aggregated table), and prints the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from pyresv.config import ConfigError
+
+__all__ = ["Group", "read_sweep", "choose_x", "aggregate", "plot_report", "write_report", "add_arguments", "run_cli"]
+
+_TCB_COLUMN = "tcbs_per_cluster"
+_X_LABELS = {_TCB_COLUMN: "TCBs per cluster (reserved + unreserved)"}
+
+
+def read_sweep(path: str | Path) -> tuple[list[str], list[dict[str, str]]]:
+    """The columns and rows (strings) of a sweep CSV; :class:`ConfigError` if it is not one."""
+    p = Path(path)
+    try:
+        with p.open(newline="", encoding="utf-8") as fh:
+            reader = csv.DictReader(fh)
+            rows = list(reader)
+            columns = list(reader.fieldnames or [])
+    except OSError as exc:
+        raise ConfigError(f"{p}: cannot read: {exc.strerror}") from None
+    missing = [c for c in ("seed", "policy", "deadlocked", "throughput_ops_per_s", "error") if c not in columns]
+    if missing:
+        raise ConfigError(f"{p}: not a sweep CSV (missing columns: {', '.join(missing)})")
+    return columns, rows
+
+
+def _number(text: str) -> float | None:
+    try:
+        v = float(text)
+    except ValueError:
+        return None
+    return v if math.isfinite(v) else None
+
+
+def choose_x(columns: Sequence[str], rows: Sequence[dict[str, str]], x: str | None = None) -> str:
+    """The x column (see the module docstring)."""
+    if x is not None:
+        if x not in columns:
+            raise ConfigError(f"--x: no column {x!r} in the sweep (columns: {', '.join(columns)})")
+        return x
+    swept = list(columns[: columns.index("seed")])
+    ok_rows = [r for r in rows if not r["error"]]
+
+    def varies(col: str) -> bool:
+        return len({r[col] for r in ok_rows}) > 1
+
+    if _TCB_COLUMN in columns and varies(_TCB_COLUMN):
+        return _TCB_COLUMN
+    for col in swept:
+        if varies(col):
+            return col
+    return swept[0] if swept else _TCB_COLUMN if _TCB_COLUMN in columns else "seed"
+
+
+@dataclass(frozen=True)
+class Group:
+    """The runs of one policy at one x value."""
+
+    policy: str
+    x: str
+    runs: int
+    failed: int
+    deadlocked: int
+    throughput_mean: float | None
+    throughput_std: float | None
+
+    @property
+    def deadlock_rate(self) -> float | None:
+        """Deadlocked runs over runs that did not fail."""
+        n = self.runs - self.failed
+        return self.deadlocked / n if n else None
+
+
+def _row_policy(row: dict[str, str]) -> str:
+    # A failed row has no summary: its policy is known only when it was swept.
+    return row["policy"] or row.get("controller.policy") or "?"
+
+
+def aggregate(rows: Sequence[dict[str, str]], x: str) -> tuple[list[Group], bool]:
+    """Groups by (policy, x value), x values sorted numerically when they are
+    all numbers (else in order of appearance); and whether x is numeric."""
+    xs = list(dict.fromkeys(r[x] for r in rows))
+    numeric = bool(xs) and all(_number(v) is not None for v in xs)
+    if numeric:
+        xs.sort(key=lambda v: _number(v))
+    policies = list(dict.fromkeys(_row_policy(r) for r in rows))
+    groups: list[Group] = []
+    for policy in policies:
+        for xv in xs:
+            sel = [r for r in rows if r[x] == xv and _row_policy(r) == policy]
+            if not sel:
+                continue
+            good = [r for r in sel if not r["error"]]
+            dead = sum(1 for r in good if r["deadlocked"] == "true")
+            tps = [_number(r["throughput_ops_per_s"]) for r in good if r["deadlocked"] != "true"]
+            tp = np.array([t for t in tps if t is not None], dtype=float)
+            groups.append(Group(
+                policy, xv, len(sel), len(sel) - len(good), dead,
+                float(tp.mean()) if len(tp) else None,
+                float(tp.std()) if len(tp) else None,
+            ))
+    return groups, numeric
+
+
+def plot_report(groups: Sequence[Group], x: str, numeric: bool, *, title: str = "") -> Any:
+    """Two panels: deadlock rate and throughput (mean +- std) against ``x``, a line per policy."""
+    from pyresv.plots import POLICY_COLORS, new_figure
+
+    fig = new_figure(8.0, 6.5)
+    ax_dead, ax_tp = fig.subplots(2, 1, sharex=True)
+    xs = list(dict.fromkeys(g.x for g in groups))
+    pos = {v: (_number(v) if numeric else i) for i, v in enumerate(xs)}
+    policies = list(dict.fromkeys(g.policy for g in groups))
+    for j, policy in enumerate(policies):
+        gs = [g for g in groups if g.policy == policy]
+        color = POLICY_COLORS.get(policy, f"C{j + 2}")
+        d = [(pos[g.x], g.deadlock_rate * 100) for g in gs if g.deadlock_rate is not None]
+        if d:
+            ax_dead.plot(*zip(*d), marker="o", color=color, label=policy)
+        t = [(pos[g.x], g.throughput_mean, g.throughput_std) for g in gs if g.throughput_mean is not None]
+        if t:
+            xv, mean, std = zip(*t)
+            ax_tp.errorbar(xv, mean, yerr=std, marker="o", capsize=3, color=color, label=policy)
+    ax_dead.set_ylabel("runs deadlocked (%)")
+    ax_dead.set_ylim(-5, 105)
+    ax_tp.set_ylabel("throughput (host ops/s)\nruns without deadlock")
+    ax_tp.set_xlabel(_X_LABELS.get(x, x))
+    if not numeric:
+        ax_tp.set_xticks(range(len(xs)), xs, rotation=20, ha="right", fontsize="small")
+    for ax in (ax_dead, ax_tp):
+        ax.grid(alpha=0.3)
+        if policies:
+            ax.legend(title="policy", fontsize="small")
+    fig.suptitle(title or "Deadlock rate and throughput against reserve size")
+    return fig
+
+
+def _fmt(v: float | None, spec: str) -> str:
+    return "-" if v is None else format(v, spec)
+
+
+def write_report(csv_path: str | Path, out: str | Path, x: str | None = None) -> tuple[list[Path], list[str]]:
+    """Read a sweep CSV, write ``report.png`` and ``report.csv`` into ``out``;
+    returns the paths and the printed table's lines."""
+    columns, rows = read_sweep(csv_path)
+    if not rows:
+        raise ConfigError(f"{csv_path}: the sweep has no rows")
+    xcol = choose_x(columns, rows, x)
+    groups, numeric = aggregate(rows, xcol)
+    from pyresv.plots import out_dir, save
+
+    d = out_dir(out)
+    table = [("policy", xcol, "runs", "failed", "deadlock rate", "throughput mean", "throughput std")]
+    for g in groups:
+        table.append((g.policy, g.x, str(g.runs), str(g.failed), _fmt(g.deadlock_rate, ".3f"),
+                      _fmt(g.throughput_mean, ".1f"), _fmt(g.throughput_std, ".1f")))
+    report_csv = d / "report.csv"
+    with report_csv.open("w", newline="", encoding="utf-8") as fh:
+        csv.writer(fh).writerows(table)
+    png = save(plot_report(groups, xcol, numeric), d / "report.png")
+    widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in table]
+    return [png, report_csv], lines
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The options of ``pyresv report``."""
+    p.add_argument("sweep_csv", metavar="SWEEP.csv", help="a CSV written by pyresv sweep")
+    p.add_argument("--out", required=True, metavar="DIR", help="directory for report.png and report.csv")
+    p.add_argument("--x", metavar="COLUMN",
+                   help="x axis column (default: tcbs_per_cluster when it varies, else the first swept column that varies)")
+
+
+def run_cli(args: argparse.Namespace, *, out: Callable[[str], None] = print) -> int:
+    """``pyresv report``: write the figure and table, print the table."""
+    paths, lines = write_report(args.sweep_csv, args.out, args.x)
+    for line in lines:
+        out(line)
+    out("wrote " + ", ".join(str(p) for p in paths))
+    return 0

@@ -1,0 +1,420 @@
+"""How small can the reserve be? The search behind ``pyresv size``.
+
+The answer is the smallest reservation per cluster, ``pools x pool_size`` per
+depth level plus ``unreserved`` TCBs, whose runs (policy ``depth``) over N
+seeds have no deadlock, no timeout, and a mean throughput within
+``tolerance`` (5%) of the *unconstrained* run's over the same seeds.
+
+Definitions.
+
+* **Analytic lower bound** ([0021]: each process, local or activated by the
+  other cluster, gets enough on that cluster to complete its operation). In
+  this model a process holds at most one TCB per (cluster, level) — work on
+  its own cluster runs under the TCB it already holds — so ``pool_size = 1``
+  at every level, and at least one pool per level; no unreserved TCBs are
+  needed. Reserved this way the depth policy cannot deadlock (a level waits
+  only on deeper levels and the deepest waits on nothing), but one pool per
+  level lets only one process at a time work at that level.
+* **Unconstrained**: the same config with ``U`` pools of one TCB per level
+  and no unreserved TCBs, ``U`` doubled from 64 until no request ever waited
+  for a TCB on any seed (every ``peak_queued`` is 0): TCBs never limit it.
+* ``reservation.system_tcbs`` is raised to fit each candidate so the FIG 2
+  retry never shrinks what is being measured; the result says whether the
+  answer fits the configured budget.
+
+Search (greedy, assuming more TCBs never hurt; everything tried is recorded):
+
+1. the lower bound; done if it passes.
+2. the smallest uniform pool count ``p`` (same at every level), doubling then
+   bisecting.
+3. each level in turn, deepest first (deeper levels see less concurrent
+   work), bisects its own pool count down from ``p`` keeping the others.
+4. the lower bound plus the fewest unreserved TCBs (doubling, bisecting)
+   that passes, kept if it totals fewer TCBs than the answer of step 3.
+   ``pool_size`` stays 1: a larger pool is owned by one process that can use
+   only one of its TCBs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, Sequence
+
+from pyresv.config import Config, ConfigError, default_config, load
+
+if TYPE_CHECKING:
+    from distributed import Client
+
+__all__ = [
+    "Reservation",
+    "Trial",
+    "SizeResult",
+    "lower_bound",
+    "size",
+    "add_arguments",
+    "run_cli",
+]
+
+#: Pools per level of the first unconstrained attempt, and the cap of the doubling.
+UNCONSTRAINED_START = 64
+UNCONSTRAINED_MAX = 16384
+
+
+@dataclass(frozen=True)
+class Reservation:
+    """One cluster's TCBs: ``(pools, pool_size)`` per level and the unreserved TCBs."""
+
+    depths: tuple[tuple[int, int], ...]
+    unreserved: int
+
+    @property
+    def total(self) -> int:
+        """TCBs per cluster."""
+        return sum(p * s for p, s in self.depths) + self.unreserved
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data: ``{"depths": [[pools, size], ...], "unreserved": n, "tcbs_per_cluster": t}``."""
+        return {"depths": [list(d) for d in self.depths], "unreserved": self.unreserved,
+                "tcbs_per_cluster": self.total}
+
+
+@dataclass(frozen=True)
+class Trial:
+    """One candidate reservation run over every seed."""
+
+    reservation: Reservation
+    stage: str
+    deadlocks: int
+    timeouts: int
+    errors: list[str]
+    throughput_ops_per_s: float
+    latency_ms_p99: float | None
+    ok: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``tried`` entry: depths, unreserved, deadlocks, throughput, ok (and extras)."""
+        d: dict[str, Any] = {
+            "depths": [list(x) for x in self.reservation.depths],
+            "unreserved": self.reservation.unreserved,
+            "deadlocks": self.deadlocks,
+            "throughput_ops_per_s": self.throughput_ops_per_s,
+            "ok": self.ok,
+            "stage": self.stage,
+            "tcbs_per_cluster": self.reservation.total,
+            "timeouts": self.timeouts,
+            "latency_ms_p99": self.latency_ms_p99,
+        }
+        if self.errors:
+            d["errors"] = self.errors
+        return d
+
+
+@dataclass
+class SizeResult:
+    """The answer of :func:`size` and everything it tried."""
+
+    answer: Reservation
+    throughput_ops_per_s: float
+    lower_bound: Reservation
+    unconstrained: Reservation
+    unconstrained_throughput_ops_per_s: float
+    unconstrained_latency_ms_p99: float | None
+    seeds: list[int]
+    tolerance: float
+    system_tcbs: int
+    tried: list[Trial] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``size --json`` object."""
+        return {
+            "depths": [list(d) for d in self.answer.depths],
+            "unreserved": self.answer.unreserved,
+            "throughput_ops_per_s": self.throughput_ops_per_s,
+            "tcbs_per_cluster": self.answer.total,
+            "fits_system_tcbs": self.answer.total <= self.system_tcbs,
+            "system_tcbs": self.system_tcbs,
+            "lower_bound": self.lower_bound.to_dict(),
+            "unconstrained": self.unconstrained.to_dict(),
+            "unconstrained_throughput_ops_per_s": self.unconstrained_throughput_ops_per_s,
+            "unconstrained_latency_ms_p99": self.unconstrained_latency_ms_p99,
+            "tolerance": self.tolerance,
+            "seeds": self.seeds,
+            "tried": [t.to_dict() for t in self.tried],
+        }
+
+
+def lower_bound(config: Config) -> Reservation:
+    """The analytic lower bound ([0021]): one pool of one TCB per level, nothing unreserved.
+
+    One process needs at most one TCB per (cluster, level) in this model, so a
+    pool of one TCB is enough for any process to complete at its level.
+    """
+    return Reservation(tuple((1, 1) for _ in range(config.levels)), 0)
+
+
+def _mean(xs: Sequence[float]) -> float:
+    return sum(xs) / len(xs) if xs else 0.0
+
+
+def _mean_p99(summaries: Sequence[dict[str, Any]]) -> float | None:
+    p99s = [s["latency_ms"]["p99"] for s in summaries if s["latency_ms"]["p99"] is not None]
+    return round(_mean(p99s), 6) if p99s else None
+
+
+class _Search:
+    """Runs candidates over the seeds, caching every trial."""
+
+    def __init__(
+        self,
+        config: Config,
+        seeds: int,
+        tolerance: float,
+        client: Client | None,
+        allocator: str,
+        log: Callable[[str], None] | None,
+    ) -> None:
+        self.base = config.with_overrides({"controller.policy": "depth"})
+        base_seed = self.base.controller.seed
+        self.seeds = [base_seed + i for i in range(seeds)]
+        self.tolerance = tolerance
+        self.client = client
+        self.allocator = allocator
+        self.log = log
+        self.tried: list[Trial] = []
+        self.cache: dict[Reservation, Trial] = {}
+        self.target = 0.0
+
+    def configs(self, r: Reservation) -> list[dict[str, Any]]:
+        budget = max(self.base.reservation.system_tcbs, r.total)
+        return [
+            self.base.with_overrides({
+                "reservation.depths": [list(d) for d in r.depths],
+                "reservation.unreserved": r.unreserved,
+                "reservation.system_tcbs": budget,
+                "controller.seed": seed,
+            }).to_dict()
+            for seed in self.seeds
+        ]
+
+    def summaries(self, r: Reservation) -> list[Any]:
+        from pyresv.sweep import execute
+
+        return execute(self.configs(r), self.client, allocator=self.allocator)
+
+    def unconstrained(self) -> tuple[Reservation, float, float | None]:
+        levels = self.base.levels
+        pools = UNCONSTRAINED_START
+        while pools <= UNCONSTRAINED_MAX:
+            r = Reservation(tuple((pools, 1) for _ in range(levels)), 0)
+            outcomes = self.summaries(r)
+            errors = [o.error for o in outcomes if o.error]
+            if errors:
+                raise RuntimeError(f"the unconstrained run {r.to_dict()} failed: {errors[0]}")
+            sums = [o.summary for o in outcomes]
+            queued = any(q for s in sums for lv in s["per_level"] for q in lv["peak_queued"])
+            if not queued:
+                if any(s["deadlocked"] or s["timed_out"] for s in sums):  # pragma: no cover - a model bug
+                    raise RuntimeError(f"the unconstrained run {r.to_dict()} did not complete")
+                tp = round(_mean([s["throughput_ops_per_s"] for s in sums]), 3)
+                p99 = _mean_p99(sums)
+                self.target = (1.0 - self.tolerance) * tp
+                if self.log:
+                    shown = "-" if p99 is None else f"{p99:.3f}"
+                    self.log(f"unconstrained: {r.depths[0][0]} pools of 1 TCB per level, nothing unreserved: "
+                             f"{tp:.1f} ops/s, p99 {shown} ms (no request ever waited for a TCB)")
+                return r, tp, p99
+            pools *= 2
+        raise RuntimeError(
+            f"requests still wait for TCBs with {UNCONSTRAINED_MAX} pools per level: "
+            "the workload is too heavy to define an unconstrained run"
+        )
+
+    def trial(self, r: Reservation, stage: str) -> Trial:
+        if r in self.cache:
+            return self.cache[r]
+        outcomes = self.summaries(r)
+        errors = [o.error for o in outcomes if o.error]
+        sums = [o.summary for o in outcomes if o.summary is not None]
+        deadlocks = sum(1 for s in sums if s["deadlocked"])
+        timeouts = sum(1 for s in sums if s["timed_out"])
+        tp = round(_mean([s["throughput_ops_per_s"] for s in sums]), 3)
+        p99 = _mean_p99(sums)
+        ok = not errors and deadlocks == 0 and timeouts == 0 and tp >= self.target
+        t = Trial(r, stage, deadlocks, timeouts, errors, tp, p99, ok)
+        self.cache[r] = t
+        self.tried.append(t)
+        if self.log:
+            self.log(_trial_line(t))
+        return t
+
+    def smallest(
+        self,
+        make: Callable[[int], Reservation],
+        lo_fail: int,
+        hi: int | None,
+        stage: str,
+        cap: int = UNCONSTRAINED_MAX,
+    ) -> int | None:
+        """The smallest ``n`` in ``(lo_fail, cap]`` for which ``make(n)`` passes,
+        given that ``make(lo_fail)`` fails and ``make(hi)`` passes (``hi=None``:
+        unknown, found by doubling). None when even ``cap`` fails."""
+        if hi is None:
+            n = max(1, lo_fail * 2)
+            while True:
+                n = min(n, cap)
+                if self.trial(make(n), stage).ok:
+                    hi = n
+                    break
+                lo_fail = n
+                if n >= cap:
+                    return None
+                n *= 2
+        while hi - lo_fail > 1:
+            mid = (lo_fail + hi) // 2
+            if self.trial(make(mid), stage).ok:
+                hi = mid
+            else:
+                lo_fail = mid
+        return hi
+
+
+def _trial_line(t: Trial) -> str:
+    r = t.reservation
+    depths = " ".join(f"{p}x{s}" for p, s in r.depths)
+    p99 = "-" if t.latency_ms_p99 is None else f"{t.latency_ms_p99:.3f}"
+    status = "ok" if t.ok else "no"
+    extra = f" ({len(t.errors)} errors: {t.errors[0]})" if t.errors else ""
+    return (f"  {t.stage:<12} depths {depths:<20} unreserved {r.unreserved:<4} TCBs {r.total:<5} "
+            f"deadlocks {t.deadlocks}  throughput {t.throughput_ops_per_s:>10.1f}  p99 {p99:>8} ms  "
+            f"{status}{extra}")
+
+
+def size(
+    config: Config,
+    seeds: int = 3,
+    *,
+    tolerance: float = 0.05,
+    client: Client | None = None,
+    allocator: str = "auto",
+    log: Callable[[str], None] | None = None,
+) -> SizeResult:
+    """Find the smallest deadlock-free reservation within ``tolerance`` of the
+    unconstrained throughput (see the module docstring for the search).
+
+    Runs serially here, or on ``client`` (a Dask client; the seeds of one
+    candidate run in parallel). ``log`` receives one line per trial.
+    Raises :class:`ConfigError` for bad ``seeds``/``tolerance``.
+    """
+    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
+        raise ConfigError(f"--seeds: must be an integer >= 1, got {seeds!r}")
+    if not 0.0 <= tolerance < 1.0:
+        raise ConfigError(f"--tolerance: must be in [0, 1), got {tolerance!r}")
+    s = _Search(config, seeds, tolerance, client, allocator, log)
+    lb = lower_bound(config)
+    levels = config.levels
+    if log:
+        log(f"analytic lower bound ([0021]): {levels} levels x 1 pool of 1 TCB, 0 unreserved "
+            f"({lb.total} TCBs per cluster)")
+    unc, unc_tp, unc_p99 = s.unconstrained()
+    if log:
+        log(f"target: mean throughput >= {s.target:.1f} ops/s ({(1 - tolerance) * 100:g}% of unconstrained), "
+            f"no deadlock, over seeds {s.seeds}")
+        log("tried:")
+
+    best = lb
+    if not s.trial(lb, "lower bound").ok:
+        # Step 2: uniform pool count.
+        def uniform(n: int) -> Reservation:
+            return Reservation(tuple((n, 1) for _ in range(levels)), 0)
+
+        p = s.smallest(uniform, 1, None, "uniform")
+        if p is None:  # pragma: no cover - the unconstrained reservation passes
+            raise RuntimeError("no uniform pool count passes")
+        pools = [p] * levels
+        # Step 3: trim each level, deepest first.
+        for lv in reversed(range(levels)):
+            def one_level(n: int, lv: int = lv) -> Reservation:
+                trimmed = list(pools)
+                trimmed[lv] = n
+                return Reservation(tuple((x, 1) for x in trimmed), 0)
+
+            if pools[lv] > 1:
+                if s.trial(one_level(1), f"level {lv + 1}").ok:
+                    pools[lv] = 1
+                else:
+                    found = s.smallest(one_level, 1, pools[lv], f"level {lv + 1}")
+                    pools[lv] = found if found is not None else pools[lv]
+        best = Reservation(tuple((x, 1) for x in pools), 0)
+        # Step 4: the lower bound plus unreserved TCBs, if that is smaller.
+        cap = best.total - lb.total - 1  # more than this would not be smaller
+        if cap >= 1:
+            def unreserved(n: int) -> Reservation:
+                return Reservation(lb.depths, n)
+
+            u = s.smallest(unreserved, 0, None, "unreserved", cap)
+            if u is not None:
+                best = unreserved(u)
+    answer = s.cache[best]
+    return SizeResult(
+        answer=best,
+        throughput_ops_per_s=answer.throughput_ops_per_s,
+        lower_bound=lb,
+        unconstrained=unc,
+        unconstrained_throughput_ops_per_s=unc_tp,
+        unconstrained_latency_ms_p99=unc_p99,
+        seeds=s.seeds,
+        tolerance=tolerance,
+        system_tcbs=config.reservation.system_tcbs,
+        tried=s.tried,
+    )
+
+
+# --------------------------------------------------------------------- CLI
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The options of ``pyresv size``."""
+    p.add_argument("config", nargs="?", metavar="CONFIG", help="TOML config (default: the built-in one)")
+    p.add_argument("--seeds", type=int, default=3, help="seeds per candidate: controller.seed + 0 .. N-1 (default 3)")
+    p.add_argument("--tolerance", type=float, default=0.05,
+                   help="allowed throughput loss against the unconstrained run (default 0.05)")
+    p.add_argument("--workers", type=int, default=0,
+                   help="run the seeds on a local Dask cluster of this many processes on 127.0.0.1 "
+                        "(default 0: serially here)")
+    p.add_argument("--scheduler", metavar="ADDRESS", help="run the seeds on this Dask scheduler")
+    p.add_argument("--json", action="store_true", help="print the answer and everything tried as JSON")
+    p.add_argument("--allocator", choices=("auto", "compiled", "reference"), default="auto",
+                   help="allocator implementation (default: the compiled core when built)")
+
+
+def run_cli(args: argparse.Namespace, *, out: Callable[[str], None] = print) -> int:
+    """``pyresv size``: print what was tried and the answer (or JSON)."""
+    config = load(args.config) if args.config else default_config()
+    if args.workers < 0:
+        raise ConfigError(f"--workers: must be >= 0, got {args.workers}")
+    log = None if args.json else out
+    if log and config.controller.policy != "depth":
+        log(f"note: controller.policy is {config.controller.policy!r}; sizing is for the depth policy")
+    if args.scheduler or args.workers > 0:
+        from pyresv.sweep import open_client
+
+        with open_client(args.workers or 1, args.scheduler) as client:
+            result = size(config, args.seeds, tolerance=args.tolerance, client=client,
+                          allocator=args.allocator, log=log)
+    else:
+        result = size(config, args.seeds, tolerance=args.tolerance, allocator=args.allocator, log=log)
+    if args.json:
+        out(json.dumps(result.to_dict(), indent=2))
+        return 0
+    a = result.answer
+    share = (result.throughput_ops_per_s / result.unconstrained_throughput_ops_per_s * 100
+             if result.unconstrained_throughput_ops_per_s else 0.0)
+    out("")
+    out(f"answer: depths {[list(d) for d in a.depths]}, unreserved {a.unreserved} "
+        f"({a.total} TCBs per cluster): {result.throughput_ops_per_s:.1f} ops/s "
+        f"({share:.1f}% of unconstrained), no deadlock over seeds {result.seeds}")
+    lb = result.lower_bound
+    out(f"analytic lower bound: depths {[list(d) for d in lb.depths]}, unreserved 0 ({lb.total} TCBs per cluster)")
+    if a.total > result.system_tcbs:
+        out(f"warning: the answer needs {a.total} TCBs, more than reservation.system_tcbs = {result.system_tcbs}")
+    return 0
