@@ -68,7 +68,11 @@ class WaitBook:
     requests of that pid, in the allocator's arrival order.
     """
 
-    __slots__ = ("_alloc", "_by_pid", "_wake", "count")
+    __slots__ = ("_alloc", "by_pid", "_wake", "count")
+
+    #: ``pid -> [(level, waiter), ...]`` in arrival order. Hot paths may add an
+    #: entry, or take a pid's sole entry, directly, keeping :attr:`count` in step.
+    by_pid: dict[int, list[tuple[int, Any]]]
 
     def __init__(self, allocator: Allocator, wake: str | None = None) -> None:
         self._alloc = allocator
@@ -77,15 +81,15 @@ class WaitBook:
         if wake not in ("deepest", "fifo"):
             raise ValueError(f"wake must be 'deepest' or 'fifo', got {wake!r}")
         self._wake = wake
-        self._by_pid: dict[int, list[tuple[int, Any]]] = {}
+        self.by_pid = {}
         #: Number of pending requests in the book.
         self.count = 0
 
     def add(self, pid: int, level: int, waiter: Any) -> None:
         """Record that ``pid``'s request at ``level`` is pending for ``waiter``."""
-        entries = self._by_pid.get(pid)
+        entries = self.by_pid.get(pid)
         if entries is None:
-            self._by_pid[pid] = [(level, waiter)]
+            self.by_pid[pid] = [(level, waiter)]
         else:
             entries.append((level, waiter))
         self.count += 1
@@ -96,11 +100,11 @@ class WaitBook:
         Raises ``KeyError`` naming the pid when the book has no request of it
         (the allocator was used behind the adapter's back).
         """
-        entries = self._by_pid.get(pid)
+        entries = self.by_pid.get(pid)
         if entries is None:
             raise KeyError(f"grant of TCB {tcb} to pid {pid}, which has no request in this book")
         if len(entries) == 1:
-            del self._by_pid[pid]
+            del self.by_pid[pid]
             self.count -= 1
             return entries[0]
         i = self._served_index(entries, tcb)
@@ -124,7 +128,7 @@ class WaitBook:
 
     def contains(self, pid: int, waiter: Any) -> bool:
         """Whether ``waiter`` still has a pending request of ``pid`` in the book."""
-        entries = self._by_pid.get(pid)
+        entries = self.by_pid.get(pid)
         return entries is not None and any(w is waiter for _lvl, w in entries)
 
     def withdraw(self, pid: int, waiter: Any) -> list[tuple[Any, int]]:
@@ -138,7 +142,7 @@ class WaitBook:
         ``(waiter, tcb)`` for the caller to hand over. Raises ``KeyError`` when
         the waiter is not in the book.
         """
-        entries = self._by_pid.get(pid)
+        entries = self.by_pid.get(pid)
         index = -1
         if entries is not None:
             for i, (_lvl, w) in enumerate(entries):
@@ -155,7 +159,7 @@ class WaitBook:
                 f"pid {pid}: allocator cancelled {dropped} requests, book had {len(entries) + 1}"
             )
         if not entries:
-            del self._by_pid[pid]
+            del self.by_pid[pid]
             return []
         served: list[tuple[Any, int]] = []
         keep: list[tuple[int, Any]] = []
@@ -167,14 +171,14 @@ class WaitBook:
             else:
                 keep.append((lvl, w))
         if keep:
-            self._by_pid[pid] = keep
+            self.by_pid[pid] = keep
         else:
-            del self._by_pid[pid]
+            del self.by_pid[pid]
         return served
 
     def drop_pid(self, pid: int) -> list[tuple[int, Any]]:
         """Cancel every pending request of ``pid``; return their ``(level, waiter)``."""
-        entries = self._by_pid.pop(pid, [])
+        entries = self.by_pid.pop(pid, [])
         if entries:
             self._alloc.cancel(pid)
             self.count -= len(entries)
@@ -182,11 +186,11 @@ class WaitBook:
 
     def pids(self) -> list[int]:
         """The pids with pending requests."""
-        return list(self._by_pid)
+        return list(self.by_pid)
 
     def entries(self) -> Iterator[tuple[int, int, Any]]:
         """``(pid, level, waiter)`` of every pending request, pid by pid."""
-        for pid, entries in self._by_pid.items():
+        for pid, entries in self.by_pid.items():
             for lvl, w in entries:
                 yield pid, lvl, w
 

@@ -35,6 +35,7 @@ wrapped allocator directly while the resource is in use.
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import weakref
 from dataclasses import dataclass, field
@@ -55,13 +56,12 @@ _names = itertools.count()
 class _Tree:
     """A tree of processes that share one pid (implicit requests)."""
 
-    __slots__ = ("pid", "live", "held", "pending")
+    __slots__ = ("pid", "live", "busy")
 
     def __init__(self, pid: int) -> None:
         self.pid = pid
         self.live = 0  # registered processes not yet finished
-        self.held = 0  # TCBs held through implicit requests, on every resource
-        self.pending = 0  # implicit requests pending, on every resource
+        self.busy = 0  # implicit requests pending or holding their TCB, on every resource
 
 
 class _Task:
@@ -72,11 +72,19 @@ class _Task:
     def __init__(self, tree: _Tree, base: int) -> None:
         self.tree = tree
         self.base = base  # level of the chain of processes waiting on this one
-        self.levels: list[int] = []  # levels of the TCBs this process holds
+        self.levels: list[int] = []  # levels of the TCBs this process holds, ascending
 
     def top(self) -> int:
         """The deepest level this process is at: where a nested request goes below."""
-        return max(self.levels) if self.levels else self.base
+        return self.levels[-1] if self.levels else self.base
+
+    def hold(self, level: int) -> None:
+        """The process now holds a TCB at ``level`` (``levels`` stays ascending)."""
+        levels = self.levels
+        if levels and level < levels[-1]:
+            bisect.insort(levels, level)
+        else:
+            levels.append(level)
 
 
 class _Family:
@@ -87,17 +95,11 @@ class _Family:
         self._free: list[int] = []
         self._next = 0
 
-    def task_of(self, proc: Process) -> _Task:
-        task = self.tasks.get(proc)
-        if task is None:
-            task = self._register(proc)
-        return task
-
-    def _register(self, proc: Process) -> _Task:
+    def register(self, proc: Process) -> _Task:
+        """Give ``proc`` its task: in the tree of the process waiting on it, or a new tree."""
         parent = self._waiting_parent(proc)
         if parent is None:
-            pid = self._free.pop() if self._free else self._new_pid()
-            task = _Task(_Tree(pid), 0)
+            task = _Task(_Tree(self.new_pid()), 0)
         else:
             task = _Task(parent.tree, parent.top())
         task.tree.live += 1
@@ -105,7 +107,10 @@ class _Family:
         proc.callbacks.append(self._on_exit)  # runs when the process ends
         return task
 
-    def _new_pid(self) -> int:
+    def new_pid(self) -> int:
+        """A free pid: the last one recycled, else a fresh one."""
+        if self._free:
+            return self._free.pop()
         pid = self._next
         self._next += 1
         return pid
@@ -149,7 +154,7 @@ class _Family:
         A tree whose processes ended while holding a TCB keeps its pid, so the
         leaked TCB is never taken for a new tree's.
         """
-        if tree.live == 0 and tree.held == 0 and tree.pending == 0 and tree.pid >= 0:
+        if tree.live == 0 and tree.busy == 0 and tree.pid >= 0:
             self._free.append(tree.pid)
             tree.pid = -1
 
@@ -238,6 +243,12 @@ class DepthRequest(Event):
     still waiting (an ``Interrupt`` while waiting cancels it).
     """
 
+    # Slots: on this interpreter a slot store costs a fraction of a __dict__
+    # store, and a request is built and triggered on every use of the resource.
+    # Event's own attributes are slots here too (``_ok``/``_defused`` are left
+    # unset until used, as SimPy expects).
+    __slots__ = ("env", "callbacks", "_value", "_ok", "_defused", "resource", "proc", "pid", "level", "_task", "_seq")
+
     def __init__(
         self,
         resource: DepthResource,
@@ -245,45 +256,66 @@ class DepthRequest(Event):
         depth: int | None = None,
         remote: bool = False,
     ) -> None:
+        # Event.__init__ inlined, as SimPy does for its own hot events.
         env = resource._env
         self.env = env
         self.callbacks = []
-        self._value = _SIMPY_PENDING
         self.resource = resource
-        proc = env.active_process
         #: The process that made the request (None outside any process).
-        self.proc = proc
-        task: _Task | None = None
+        self.proc = proc = env._active_proc
+        task = None
         if pid is None:
-            if proc is None:
-                raise ValueError("request() without a pid must be made from inside a SimPy process")
-            task = resource._family.task_of(proc)
-            if task.tree.pid < 0:  # a finished tree revived by a late process
-                fam = resource._family
-                task.tree.pid = fam._free.pop() if fam._free else fam._new_pid()
-            pid = task.tree.pid
+            # Implicit: the pid of the calling process's tree, one level below it.
+            task = resource._tasks.get(proc)
+            if task is None:
+                task = _register(resource, proc)
+            tree = task.tree
+            pid = tree.pid
+            if pid < 0:  # a finished tree revived by a late process
+                pid = tree.pid = resource._family.new_pid()
             if depth is None:
-                level = task.top() + 1
-                if level > resource._levels:
+                held = task.levels  # ascending, so the last is the deepest
+                depth = (held[-1] if held else task.base) + 1
+                remote = False
+                if depth > resource._levels:
                     raise ValueError(
-                        f"pid {pid}: a request nested at level {level} on {resource.name}, "
+                        f"pid {pid}: a request nested at level {depth} on {resource.name}, "
                         f"which has only {resource._levels} levels"
                     )
-                depth, remote = level, False
         elif depth is None:
             depth = 1
         self.pid: int = pid
         #: The level the request is served at (depth + 1 when remote).
-        self.level: int = depth + 1 if remote else depth
-        self._task = task
+        self.level: int = (level := depth + 1 if remote else depth)
         tcb = resource._alloc.acquire(pid, depth, remote)  # raises before any state change
+        self._task = task
+        if task is not None:
+            task.tree.busy += 1
         if tcb >= 0:
             self._ok = True
             self._value = tcb
             env.schedule(self)
-            resource._on_served(self, tcb)
+            resource._held[tcb] = self
+            if task is not None:  # _Task.hold, inlined
+                levels = task.levels
+                if levels and level < levels[-1]:
+                    bisect.insort(levels, level)
+                else:
+                    levels.append(level)
+            if resource.monitor is not None:
+                resource._monitor_served(tcb)
         else:
-            resource._on_queued(self)
+            self._value = _SIMPY_PENDING
+            self._seq = next(resource._arrivals)  # arrival order among queued requests
+            book = resource._book  # WaitBook.add, inlined
+            entries = book.by_pid.get(pid)
+            if entries is None:
+                book.by_pid[pid] = [(level, self)]
+            else:
+                entries.append((level, self))
+            book.count += 1
+            if resource.monitor is not None:
+                resource._monitor_queued(level, 1)
 
     def _desc(self) -> str:
         return f"DepthRequest(pid={self.pid}, level={self.level})"
@@ -298,17 +330,61 @@ class DepthRequest(Event):
         return self
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        if self._value is _SIMPY_PENDING:
-            self.cancel()
+        value = self._value
+        if value is _SIMPY_PENDING:
+            self.resource._cancel(self)
         elif exc_type is not GeneratorExit:  # like SimPy: no release on generator cleanup
             res = self.resource
-            if res._held.get(self._value) is self:
-                res.release(self._value)
+            held = res._held
+            if held.get(value) is self:  # not released inside the block already
+                if res.monitor is not None:
+                    res.release(value)
+                    return
+                # DepthResource.release, inlined: this runs once per use of the resource.
+                alloc = res._alloc
+                alloc.release(value)
+                del held[value]
+                task = self._task
+                if task is not None:  # _task_released, inlined
+                    task.levels.remove(self.level)
+                    tree = task.tree
+                    tree.busy -= 1
+                    if tree.live == 0:
+                        res._family.maybe_recycle(tree)
+                book = res._book
+                if book.count:  # _trigger_grants, inlined
+                    waiting = book.by_pid
+                    schedule = res._env.schedule
+                    for pid, tcb in alloc.take_grants():
+                        entries = waiting[pid]
+                        if len(entries) == 1:
+                            del waiting[pid]
+                            book.count -= 1
+                            req = entries[0][1]
+                        else:
+                            req = book.pop(pid, tcb)[1]
+                        req._ok = True
+                        req._value = tcb
+                        schedule(req)
+                        held[tcb] = req
+                        task = req._task
+                        if task is not None:  # _Task.hold, inlined
+                            levels = task.levels
+                            if levels and req.level < levels[-1]:
+                                bisect.insort(levels, req.level)
+                            else:
+                                levels.append(req.level)
 
     def cancel(self) -> None:
         """Withdraw the request if it is still waiting; no effect once served."""
         if self._value is _SIMPY_PENDING:
             self.resource._cancel(self)
+
+
+def _register(resource: DepthResource, proc: Process | None) -> _Task:
+    if proc is None:
+        raise ValueError("request() without a pid must be made from inside a SimPy process")
+    return resource._family.register(proc)
 
 
 # ---------------------------------------------------------------- resource
@@ -341,8 +417,9 @@ class DepthResource:
         self._levels = allocator.levels
         self._book = WaitBook(allocator)
         self._held: dict[int, DepthRequest] = {}  # tcb -> the request it serves
-        self._seq = itertools.count()
+        self._arrivals = itertools.count()  # numbers queued requests, for `queue`
         self._family = _family_of(env)
+        self._tasks = self._family.tasks
         self.name = name if name is not None else f"DepthResource#{next(_names)}"
         self.monitor: Monitor | None = Monitor(self._levels) if monitor else None
         if self.monitor is not None:
@@ -403,78 +480,92 @@ class DepthResource:
 
         Raises ``pyresv.AllocatorError`` if the TCB is not held; nothing changes then.
         """
-        self._alloc.release(tcb)
+        alloc = self._alloc
+        alloc.release(tcb)
         req = self._held.pop(tcb, None)
-        if req is not None:
-            task = req._task
-            if task is not None:
-                task.levels.remove(req.level)
-                tree = task.tree
-                tree.held -= 1
-                if tree.live == 0:
-                    self._family.maybe_recycle(tree)
-        mon = self.monitor
-        if mon is not None:
-            mon._held[self._alloc.level_of(tcb)] -= 1
-            mon._record(self._env._now)
+        if req is not None and req._task is not None:
+            _task_released(self, req._task, req.level)
+        if self.monitor is not None:
+            self._monitor_released(tcb)
         if self._book.count:
-            self._dispatch()
+            _trigger_grants(self, alloc.take_grants())
 
     # bookkeeping ---------------------------------------------------------
-    def _on_served(self, req: DepthRequest, tcb: int) -> None:
-        self._held[tcb] = req
-        task = req._task
-        if task is not None:
-            task.levels.append(req.level)
-            task.tree.held += 1
-        mon = self.monitor
-        if mon is not None:
-            mon._held[self._alloc.level_of(tcb)] += 1
-            mon._record(self._env._now)
-
-    def _on_queued(self, req: DepthRequest) -> None:
-        req._seq = next(self._seq)
-        self._book.add(req.pid, req.level, req)
-        if req._task is not None:
-            req._task.tree.pending += 1
-        mon = self.monitor
-        if mon is not None:
-            mon._queued[req.level] += 1
-            mon._record(self._env._now)
-
-    def _unqueue(self, req: DepthRequest) -> None:
-        if req._task is not None:
-            req._task.tree.pending -= 1
-        mon = self.monitor
-        if mon is not None:
-            mon._queued[req.level] -= 1
-
-    def _grant(self, req: DepthRequest, tcb: int) -> None:
-        self._unqueue(req)
-        req._ok = True
-        req._value = tcb
-        self._env.schedule(req)
-        self._on_served(req, tcb)
-
-    def _dispatch(self) -> None:
-        """Trigger the requests the allocator granted, in grant order."""
-        book = self._book
-        for pid, tcb in self._alloc.take_grants():
-            _level, req = book.pop(pid, tcb)
-            self._grant(req, tcb)
-
     def _cancel(self, req: DepthRequest) -> None:
         served = self._book.withdraw(req.pid, req)
-        self._unqueue(req)
-        task = req._task
-        if task is not None and task.tree.live == 0:
-            self._family.maybe_recycle(task.tree)
+        if req._task is not None:
+            _tree_idle(self._family, req._task.tree)
         if self.monitor is not None:
-            self.monitor._record(self._env._now)
-        for other, tcb in served:
-            self._grant(other, tcb)
+            self._monitor_queued(req.level, -1)
+        for other, tcb in served:  # never expected: see WaitBook.withdraw
+            other._ok = True
+            other._value = tcb
+            self._env.schedule(other)
+            self._held[tcb] = other
+            if other._task is not None:
+                other._task.hold(other.level)
+            if self.monitor is not None:
+                self._monitor_queued(other.level, -1, record=False)
+                self._monitor_served(tcb)
         if self._book.count:
-            self._dispatch()
+            _trigger_grants(self, self._alloc.take_grants())
+
+    def _monitor_served(self, tcb: int) -> None:
+        mon = self.monitor
+        mon._held[self._alloc.level_of(tcb)] += 1  # type: ignore[union-attr]
+        mon._record(self._env._now)  # type: ignore[union-attr]
+
+    def _monitor_released(self, tcb: int) -> None:
+        mon = self.monitor
+        mon._held[self._alloc.level_of(tcb)] -= 1  # type: ignore[union-attr]
+        mon._record(self._env._now)  # type: ignore[union-attr]
+
+    def _monitor_queued(self, level: int, delta: int, record: bool = True) -> None:
+        mon = self.monitor
+        mon._queued[level] += delta  # type: ignore[union-attr]
+        if record:
+            mon._record(self._env._now)  # type: ignore[union-attr]
+
+
+def _trigger_grants(res: DepthResource, grants: list[tuple[int, int]]) -> None:
+    """Trigger the requests the allocator granted, in grant order: pushed, never polled."""
+    book = res._book
+    held = res._held
+    waiting = book.by_pid
+    schedule = res._env.schedule
+    for pid, tcb in grants:
+        entries = waiting[pid]
+        if len(entries) == 1:  # WaitBook.pop, inlined for a pid's sole request
+            del waiting[pid]
+            book.count -= 1
+            req = entries[0][1]
+        else:
+            req = book.pop(pid, tcb)[1]
+        req._ok = True
+        req._value = tcb
+        schedule(req)
+        held[tcb] = req
+        if req._task is not None:
+            req._task.hold(req.level)
+        if res.monitor is not None:
+            res._monitor_queued(req.level, -1, record=False)
+            res._monitor_served(tcb)
+
+
+def _task_released(res: DepthResource, task: _Task, level: int) -> None:
+    """An implicit request's TCB went back: the task is no longer at ``level``."""
+    task.levels.remove(level)
+    tree = task.tree
+    tree.busy -= 1
+    if tree.live == 0:
+        res._family.maybe_recycle(tree)
+
+
+def _tree_idle(family: _Family, tree: _Tree) -> None:
+    """One implicit request of ``tree`` is over (released or cancelled)."""
+    tree.busy -= 1
+    if tree.live == 0:
+        family.maybe_recycle(tree)
 
 
 # ----------------------------------------------------------- deadlock report
