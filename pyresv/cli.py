@@ -44,6 +44,7 @@ def _add_allocator(p: argparse.ArgumentParser) -> None:
 # -------------------------------------------------------------------- demo
 def _args_demo(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print a JSON list of run summaries")
+    p.add_argument("--out", metavar="DIR", help="also write the shared-vs-depth figure demo.png into DIR")
     _add_allocator(p)
 
 
@@ -63,6 +64,10 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     for name in SCENARIOS:
         for policy in POLICIES:
             summaries.append(run_scenario(name, policy, allocator_cls=cls).summary())
+    if args.out:
+        from pyresv.plots import write_demo
+
+        _wrote(write_demo(summaries, args.out))
     if args.json:
         print(json.dumps(summaries, indent=2))
         return 0
@@ -99,6 +104,7 @@ def _args_simulate(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, help="override controller.seed")
     p.add_argument("--json", action="store_true", help="print the run summary as JSON")
     p.add_argument("--print-config", action="store_true", help="print the effective config as TOML and exit")
+    p.add_argument("--out", metavar="DIR", help="also write metrics.csv and PNG figures into DIR")
     _add_allocator(p)
 
 
@@ -123,6 +129,10 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     result = run(config, allocator_cls=_allocator_cls(args.allocator))
     wall = time.perf_counter() - t0
     s = result.summary()
+    if args.out:
+        from pyresv.plots import write_run
+
+        _wrote(write_run(result, args.out))
     if args.json:
         print(json.dumps(s, indent=2))  # no wall-clock values: byte-identical per config and seed
         return 0
@@ -145,6 +155,49 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _wrote(paths: list[Any]) -> None:
+    # stderr, so that --json output stays one JSON document
+    print("wrote " + ", ".join(str(p) for p in paths), file=sys.stderr)
+
+
+# ------------------------------------------------- sweep / size / report
+# Their options and logic live in pyresv.sweep, pyresv.sizing, pyresv.report.
+def _args_sweep(p: argparse.ArgumentParser) -> None:
+    from pyresv.sweep import add_arguments
+
+    add_arguments(p)
+
+
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    from pyresv.sweep import run_cli
+
+    return run_cli(args)
+
+
+def _args_size(p: argparse.ArgumentParser) -> None:
+    from pyresv.sizing import add_arguments
+
+    add_arguments(p)
+
+
+def _cmd_size(args: argparse.Namespace) -> int:
+    from pyresv.sizing import run_cli
+
+    return run_cli(args)
+
+
+def _args_report(p: argparse.ArgumentParser) -> None:
+    from pyresv.report import add_arguments
+
+    add_arguments(p)
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from pyresv.report import run_cli
+
+    return run_cli(args)
+
+
 # ---------------------------------------------------------------- registry
 Command = tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]
 
@@ -152,6 +205,11 @@ Command = tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argpar
 COMMANDS: dict[str, Command] = {
     "demo": ("run every patent scenario under the shared and depth policies", _args_demo, _cmd_demo),
     "simulate": ("simulate a workload (built-in default config when none is given)", _args_simulate, _cmd_simulate),
+    "sweep": ("run the product of config values x seeds on Dask, one CSV row per run", _args_sweep, _cmd_sweep),
+    "size": ("find the smallest deadlock-free reservation within 5 percent of unconstrained throughput",
+             _args_size, _cmd_size),
+    "report": ("plot deadlock rate and throughput against reserve size from a sweep CSV",
+               _args_report, _cmd_report),
 }
 
 
