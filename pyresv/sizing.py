@@ -374,6 +374,14 @@ def size(
 # --------------------------------------------------------------------- CLI
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The options of ``pyresv size``."""
+    p.epilog = (
+        "Candidates run under the depth policy over N seeds. A candidate passes with no deadlock, no "
+        "timeout and a mean throughput within the tolerance of the unconstrained run's (U pools of one "
+        "TCB per level, U doubled from 64 until no request ever waits for a TCB). The search starts at "
+        "the analytic lower bound ([0021]: one pool of one TCB per level, which lets every process "
+        "complete), then finds the smallest uniform pool count, trims each level deepest first, and "
+        "tries the lower bound plus unreserved TCBs; everything tried is printed."
+    )
     p.add_argument("config", nargs="?", metavar="CONFIG", help="TOML config (default: the built-in one)")
     p.add_argument("--seeds", type=int, default=3, help="seeds per candidate: controller.seed + 0 .. N-1 (default 3)")
     p.add_argument("--tolerance", type=float, default=0.05,
