@@ -115,34 +115,34 @@ cdef struct grants_t:         # grants not yet taken, oldest first (a queue in a
                               # as each grant serves (and removes) one pending request
 
 
-cdef struct dpa_t:            # one cluster's resource manager (118a/118b)
-    int32_t       levels         # D >= 1
-    tcb_t         total          # all TCBs
-    tcb_t         reserved_total # TCBs in pools; unreserved ids start here
-    tcb_t         unreserved     # TCBs in the unreserved pool (122a/122b)
-    pool_t        npools         # pools over all levels
-    proc_t        max_processes  # pids are 0 .. max_processes-1
-    int32_t       wake           # DPA_WAKE_DEEPEST or DPA_WAKE_FIFO
-    level_info_t* level          # [levels + 1] shape and free-pool count per level
-    int32_t*      pool_nfree     # [npools] free TCBs of each pool (height of its stack)
-    pool_t*       free_pools     # [npools] per-level stacks of free (unowned) pools
-    tcb_t*        pool_stack     # [reserved_total] per-pool stacks of free TCB ids
-    proc_t*       holder         # [total] the pid holding each TCB, or DPA_NIL when free
-    tcb_t*        unres_next     # [unreserved] next in the free stack or the holder's list (index)
-    tcb_t*        unres_prev     # [unreserved] previous in the holder's list (index), or DPA_NIL
-    tcb_t         unres_free     # top of the free unreserved stack (index), or DPA_NIL
-    tcb_t         unres_nfree    # free unreserved TCBs
-    tcb_t*        pid_unres      # [max_processes] first held unreserved TCB (index) of each pid
-    pool_t*       owned          # [max_processes * levels] pool owned by (pid, level), or DPA_NIL
-    waitq_t       q              # pending requests
-    grants_t      grants         # grants not yet taken
-    count_t       served_pool    # acquires served at once from a pool
-    count_t       served_unreserved  # acquires served at once from the unreserved pool
-    count_t       queued         # acquires that were queued
-    count_t       granted        # queued requests served later
-    count_t       cancelled      # queued requests dropped by cancel/release_all
-    count_t       released       # TCBs released
-    Py_ssize_t    nbytes         # bytes of C arrays allocated
+cdef struct dpa_t:                      # one cluster's resource manager (118a/118b)
+    int32_t       levels                # D >= 1
+    tcb_t         total                 # all TCBs
+    tcb_t         reserved_total        # TCBs in pools; unreserved ids start here
+    tcb_t         unreserved            # TCBs in the unreserved pool (122a/122b)
+    pool_t        npools                # pools over all levels
+    proc_t        max_processes         # pids are 0 .. max_processes-1
+    int32_t       wake                  # DPA_WAKE_DEEPEST or DPA_WAKE_FIFO
+    level_info_t* level                 # [levels + 1] shape and free-pool count per level
+    int32_t*      pool_nfree            # [npools] free TCBs of each pool (height of its stack)
+    pool_t*       free_pools            # [npools] per-level stacks of free (unowned) pools
+    tcb_t*        pool_stack            # [reserved_total] per-pool stacks of free TCB ids
+    proc_t*       holder                # [total] the pid holding each TCB, or DPA_NIL when free
+    tcb_t*        unres_next            # [unreserved] next in the free stack or the holder's list (index)
+    tcb_t*        unres_prev            # [unreserved] previous in the holder's list (index), or DPA_NIL
+    tcb_t         unres_free            # top of the free unreserved stack (index), or DPA_NIL
+    tcb_t         unres_nfree           # free unreserved TCBs
+    tcb_t*        pid_unres             # [max_processes] first held unreserved TCB (index) of each pid
+    pool_t*       owned                 # [max_processes * levels] pool owned by (pid, level), or DPA_NIL
+    waitq_t       q                     # pending requests
+    grants_t      grants                # grants not yet taken
+    count_t       served_pool           # acquires served at once from a pool
+    count_t       served_unreserved     # acquires served at once from the unreserved pool
+    count_t       queued                # acquires that were queued
+    count_t       granted               # queued requests served later
+    count_t       cancelled             # queued requests dropped by cancel/release_all
+    count_t       released              # TCBs released
+    Py_ssize_t    nbytes                # bytes of the fixed C arrays (grants buffer not included)
 
 
 cdef class DepthPoolAllocator:

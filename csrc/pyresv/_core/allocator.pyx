@@ -300,7 +300,7 @@ cdef inline void _grant(dpa_t* d, slot_t s, tcb_t tcb) noexcept nogil:
     d.granted += 1
 
 
-cdef tcb_t _dpa_acquire(dpa_t* d, proc_t pid, int32_t level) noexcept nogil:
+cdef inline tcb_t _dpa_acquire(dpa_t* d, proc_t pid, int32_t level) noexcept nogil:
     """Resolve one request; pid and level are valid.
 
     Returns a TCB id, DPA_PENDING (queued) or DPA_QUEUE_FULL (nothing changed).
@@ -339,7 +339,7 @@ cdef tcb_t _dpa_acquire(dpa_t* d, proc_t pid, int32_t level) noexcept nogil:
     return DPA_PENDING
 
 
-cdef void _dpa_release(dpa_t* d, tcb_t tcb) noexcept nogil:
+cdef inline void _dpa_release(dpa_t* d, tcb_t tcb) noexcept nogil:
     """Release held ``tcb``; the grants buffer has room for ``npending`` grants."""
     cdef proc_t owner = d.holder[tcb]
     cdef proc_t pid
@@ -725,8 +725,6 @@ cdef class DepthPoolAllocator:
         n_wait = _validate_count("max_waiters", max_waiters, 1)
         if wake not in _WAKE_POLICIES:
             raise ValueError(f"wake must be 'deepest' or 'fifo', got {wake!r}")
-        if len(levels) > 65535:
-            raise ValueError(f"depths names {len(levels)} levels; at most 65535 are supported")
         reserved = sum(pools * size for pools, size in levels)
         npools = sum(pools for pools, _ in levels)
         if reserved + n_unres > INT32_MAX - 1:
@@ -1087,7 +1085,7 @@ cdef class DepthPoolAllocator:
         and nothing is released.
         """
         cdef dpa_t* d = &self.core
-        cdef Py_ssize_t i, n, marked = 0, bad = -1
+        cdef Py_ssize_t i, n, bad = -1, dup = -1
         cdef const int64_t[::1] tv
         cdef int64_t x
         if self._busy:
@@ -1099,28 +1097,27 @@ cdef class DepthPoolAllocator:
             raise AllocatorError(f"TCB {t[0]!r} is not an int")
         tv = np.ascontiguousarray(t, dtype=np.int64)
         n = tv.shape[0]
+        # One pass: every id held (the first that is not is the error), and
+        # distinct, by marking each holder negative (-2 - pid); then restore.
         with nogil:
             for i in range(n):
                 x = tv[i]
                 if x < 0 or x >= d.total or d.holder[x] == DPA_NIL:
                     bad = i
                     break
-        if bad >= 0:
-            _raise_bad_release(d, int(tv[bad]))
-        # Distinct: mark each holder negative (-2 - pid) in turn, then restore.
-        with nogil:
-            for i in range(n):
+                if d.holder[x] < DPA_NIL:
+                    if dup < 0:
+                        dup = i
+                else:
+                    d.holder[x] = -2 - d.holder[x]
+            for i in range(n if bad < 0 else bad):
                 x = tv[i]
                 if d.holder[x] < DPA_NIL:
-                    bad = i
-                    break
-                d.holder[x] = -2 - d.holder[x]
-                marked += 1
-            for i in range(marked):
-                x = tv[i]
-                d.holder[x] = -2 - d.holder[x]
+                    d.holder[x] = -2 - d.holder[x]
         if bad >= 0:
-            raise AllocatorError(f"TCB {tv[bad]} appears twice in one release_many batch")
+            _raise_bad_release(d, int(tv[bad]))
+        if dup >= 0:
+            raise AllocatorError(f"TCB {tv[dup]} appears twice in one release_many batch")
         if d.grants.len + d.q.npending > d.grants.cap:
             grants_reserve(&d.grants, d.q.npending)
         self._busy = True
