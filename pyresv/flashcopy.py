@@ -5,8 +5,10 @@ Every flow is a generator run inside one simulated process (one pid, see
 data and holds one TCB while it runs and while it waits on a sub-operation
 sent to another cluster; each hop is one level deeper ([0038], FIG 5A).
 
-Data model (per track, see :class:`pyresv.topology.Volume`): versions are
-ints. For an active relationship R and a track it has not copied yet, R's
+Data model (per track, see :class:`pyresv.topology.Volume`): a track's
+content is a tuple of write versions: ``(v,)`` after a full-track write ``v``,
+and a partial write ``p`` appends ``p`` to the content it is merged with, so
+the oracle also sees what a partial write was merged onto. For an active relationship R and a track it has not copied yet, R's
 point-in-time image is, by invariant,
 
 * the source's dirty cache copy when it was written before R was established
@@ -29,7 +31,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Generator
 
-from pyresv.topology import Volume
+from pyresv.topology import Content, Volume
 
 if TYPE_CHECKING:
     from pyresv.simulation import Proc, Simulation
@@ -109,7 +111,7 @@ class FlashCopyFlows:
             rel = vol.in_rel
             uncopied = rel is not None and not rel.copied[t]
             value = vol.cache[t]
-            if value >= 0 and not (uncopied and vol.partial[t]):
+            if value is not None and not (uncopied and vol.partial[t]):
                 break
             if uncopied:
                 img = yield from sim.call(
@@ -132,24 +134,32 @@ class FlashCopyFlows:
         yield sim.timeout(self.t_write)
         # [0009]: a dirty track that is a relationship's point-in-time image
         # must reach the disk before it is overwritten.
-        while vol.cache[t] >= 0 and self._cache_is_image(vol, t):
+        while vol.cache[t] is not None and self._cache_is_image(vol, t):
             yield from self.destage_track(proc, vol, t, 1)
-        rel = vol.in_rel
-        if vol.cache[t] >= 0:
-            part = partial and vol.partial[t]  # merged with the dirty full track
-        else:  # a partial track over an uncopied target track cannot be merged yet
-            part = partial and rel is not None and not rel.copied[t]
         version = sim.new_version()
-        vol.cache[t] = version
+        if not partial:
+            vol.cache[t] = (version,)
+            vol.partial[t] = False
+            vol.expected[t] = (version,)
+        else:
+            cached = vol.cache[t]
+            rel = vol.in_rel
+            if cached is not None:  # onto the dirty data (full track, or pending partials)
+                vol.cache[t] = cached + (version,)
+            elif rel is not None and not rel.copied[t]:
+                # FIG 8 arrow 800: no full track to merge with until it is staged.
+                vol.cache[t] = (version,)
+                vol.partial[t] = True
+            else:  # merged with the track on this cluster's disk
+                vol.cache[t] = vol.disk[t] + (version,)
+            vol.expected[t] = vol.expected[t] + (version,)
         vol.stamp[t] = vol.gen
-        vol.partial[t] = part
-        vol.expected[t] = version
         sim.release(proc, c, tcb)
         sim.wrote(vol, t)
 
     def host_destage(self, proc: Proc, vol: Volume, t: int) -> Flow:
         """A destage of one track, as a super process of its own ([0029])."""
-        if vol.cache[t] < 0:
+        if vol.cache[t] is None:
             return
         sim = self.sim
         c = vol.home
@@ -168,13 +178,13 @@ class FlashCopyFlows:
     def destage_track(self, proc: Proc, vol: Volume, t: int, level: int) -> Flow:
         """Write ``vol``'s dirty track to disk, on ``vol``'s cluster, under the
         caller's TCB at ``level``."""
-        if vol.cache[t] < 0:
+        if vol.cache[t] is None:
             return
         sim = self.sim
         c = vol.home
         yield sim.timeout(self.t_destage)
         while True:
-            if vol.cache[t] < 0:
+            if vol.cache[t] is None:
                 return
             rel = vol.in_rel
             if rel is not None and vol.partial[t] and not rel.copied[t]:
@@ -202,7 +212,7 @@ class FlashCopyFlows:
                     )
                 continue
             vol.disk[t] = vol.cache[t]
-            vol.cache[t] = -1
+            vol.cache[t] = None
             vol.partial[t] = False
             if rel is not None and not rel.copied[t]:
                 self._mark_copied(rel, t)  # a full target track is now hardened ([0004])
@@ -230,7 +240,7 @@ class FlashCopyFlows:
         while True:
             if rel.state is not ACTIVE or rel.copied[t]:
                 return None
-            if src.cache[t] >= 0 and src.stamp[t] < rel.gen:
+            if src.cache[t] is not None and src.stamp[t] < rel.gen:
                 # FIG 8 arrow 810 / [0009]: the image is still in the source
                 # cache; destage it to the source volume first.
                 yield from self.destage_track(proc, src, t, level)
@@ -239,18 +249,20 @@ class FlashCopyFlows:
             if img is not None:
                 return img
 
-    def _copy_target(self, proc: Proc, level: int, rel: Relationship, t: int, img: int) -> Flow:
+    def _copy_target(self, proc: Proc, level: int, rel: Relationship, t: int, img: Content) -> Flow:
         """On the target's cluster: harden a copied track (FIG 8 arrow 830)."""
         yield self.sim.timeout(self.t_copy)
         self.install(rel, t, img)
         return None
 
-    def install(self, rel: Relationship, t: int, img: int) -> None:
+    def install(self, rel: Relationship, t: int, img: Content) -> None:
         """Put the point-in-time image on the target, unless it got there already."""
         if rel.state is ACTIVE and not rel.copied[t]:
             tgt = rel.target
             tgt.disk[t] = img
-            tgt.partial[t] = False  # a dirty partial track is now merged with the full one
+            if tgt.partial[t]:  # pending partial writes are merged with the full track now
+                tgt.cache[t] = img + tgt.cache[t]
+                tgt.partial[t] = False
             self._mark_copied(rel, t)
 
     def _mark_copied(self, rel: Relationship, t: int) -> None:
@@ -293,7 +305,7 @@ class FlashCopyFlows:
         tgt.in_rel = rel
         # The target's old content is gone: its image is now the source's.
         n = self.tracks
-        tgt.cache = [-1] * n
+        tgt.cache = [None] * n
         tgt.partial = [False] * n
         tgt.expected = src.expected.copy()  # the oracle's point-in-time snapshot
         rel.established.succeed()
@@ -324,7 +336,11 @@ class FlashCopyFlows:
         for t in range(self.tracks):
             if not rel.copied[t]:
                 # No point-in-time promise any more: a read returns what is there.
-                tgt.expected[t] = tgt.cache[t] if tgt.cache[t] >= 0 else tgt.disk[t]
+                if tgt.partial[t]:
+                    tgt.cache[t] = tgt.disk[t] + tgt.cache[t]
+                    tgt.partial[t] = False
+                cached = tgt.cache[t]
+                tgt.expected[t] = cached if cached is not None else tgt.disk[t]
         self._end(rel, WITHDRAWN)
         return None
 

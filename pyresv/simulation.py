@@ -139,7 +139,7 @@ class Simulation:
         self.internal_done = 0
         self.reads_checked = 0
         self.pit_violations = 0
-        self.violations: list[dict[str, int]] = []
+        self.violations: list[dict[str, Any]] = []
         self.t_last = 0.0
         self.metrics = MetricsRecorder(self.C, self.levels)
         self.auto_destage = config.workload.auto_destage
@@ -219,18 +219,18 @@ class Simulation:
         return result
 
     def new_version(self) -> int:
-        """A fresh track version (the content of a new write)."""
+        """A fresh write version."""
         self.version += 1
         return self.version
 
-    def check_read(self, vol: Volume, t: int, value: int) -> None:
+    def check_read(self, vol: Volume, t: int, value: tuple[int, ...]) -> None:
         """The point-in-time oracle: a read must return ``vol.expected[t]``."""
         self.reads_checked += 1
         if value != vol.expected[t]:
             self.pit_violations += 1
             if len(self.violations) < 20:
                 self.violations.append(
-                    {"volume": vol.vid, "track": t, "read": value, "expected": vol.expected[t],
+                    {"volume": vol.vid, "track": t, "read": list(value), "expected": list(vol.expected[t]),
                      "time_us": int(self.env.now)}
                 )
 
@@ -470,7 +470,7 @@ class RunResult:
     timed_out: bool
     pit_violations: int
     reads_checked: int
-    violations: list[dict[str, int]]
+    violations: list[dict[str, Any]]
     leaked_tcbs: int
     held_tcbs_at_end: int
     sim_time_us: float

@@ -20,7 +20,12 @@ from pyresv.config import ConfigError
 if TYPE_CHECKING:
     from pyresv.flashcopy import Relationship
 
-__all__ = ["InitAttempt", "InitResult", "carve", "levels_needed", "home_of", "Volume", "Cluster"]
+#: A track's content: the versions of the writes that made it.
+Content = tuple[int, ...]
+#: The content of a track nobody has written.
+BLANK: Content = (0,)
+
+__all__ = ["BLANK", "Content", "InitAttempt", "InitResult", "carve", "levels_needed", "home_of", "Volume", "Cluster"]
 
 
 def home_of(volume: int, clusters: int) -> int:
@@ -157,14 +162,17 @@ class Volume:
 
     Per track (Python lists, for cheap scalar access on the hot path):
 
-    * ``disk[t]``: version on the volume's disk. For a FlashCopy target whose
+    Contents are tuples of write versions (see :mod:`pyresv.flashcopy`).
+
+    * ``disk[t]``: content on the volume's disk. For a FlashCopy target whose
       track is not yet copied, the logical image lives on the source instead.
-    * ``cache[t]``: version of the dirty cache copy, -1 when clean.
+    * ``cache[t]``: content of the dirty cache copy, ``None`` when clean; for
+      a partial track, only the partial writes not yet merged.
     * ``stamp[t]``: ``gen`` when the dirty copy was written.
     * ``partial[t]``: the dirty copy is a partial track not yet merged with a
       full one (FIG 8 arrow 800).
-    * ``expected[t]``: the oracle: the version a read must return (the last
-      write, or the source's version at establish time for a target).
+    * ``expected[t]``: the oracle: the content a read must return (the last
+      writes, or the source's content at establish time for a target).
 
     ``gen`` counts relationships established from this volume; a relationship
     remembers the ``gen`` it got, so a dirty track written before it was
@@ -181,11 +189,11 @@ class Volume:
     def __init__(self, vid: int, home: int, tracks: int) -> None:
         self.vid = vid
         self.home = home
-        self.disk: list[int] = [0] * tracks
-        self.cache: list[int] = [-1] * tracks
+        self.disk: list[Content] = [BLANK] * tracks
+        self.cache: list[Content | None] = [None] * tracks
         self.stamp: list[int] = [0] * tracks
         self.partial: list[bool] = [False] * tracks
-        self.expected: list[int] = [0] * tracks
+        self.expected: list[Content] = [BLANK] * tracks
         self.gen = 0
         self.out_rels: list[Relationship] = []
         self.in_rel: Relationship | None = None

@@ -14,7 +14,7 @@ import pytest
 
 from pyresv.config import Config, parse
 from pyresv.flashcopy import FlashCopyFlows
-from pyresv.simulation import RunResult, run
+from pyresv.simulation import RunResult, Simulation, run
 
 ESTABLISH_1_TO_0 = [
     (150.0, 1, 0, "establish", 1, "acquire"),
@@ -93,6 +93,18 @@ def test_partial_target_destage_needs_a_full_stage(allocator_cls: type) -> None:
         (3000.0, 0, 0, "read", 1, "acquire"),
         (3020.0, 0, 0, "read", 1, "release"),
     ]
+    assert (r.pit_violations, r.reads_checked) == (0, 1)
+
+
+def test_partial_write_is_merged_onto_the_point_in_time_track() -> None:
+    # The source is written (version 1) after the target's point in time;
+    # the target's partial write (version 2) must land on the staged
+    # point-in-time track (0,), not on the source's new content.
+    ops = [(0.5, "write", 1, 0), (1, "partial-write", 0, 0), (2, "destage", 0, 0), (3, "read", 0, 0)]
+    sim = Simulation(_config([REL_1_TO_0], ops))
+    r = sim.run()
+    assert sim.volumes[0].disk[0] == (0, 2) and sim.volumes[0].cache[0] is None
+    assert sim.volumes[1].cache[0] == (1,)
     assert (r.pit_violations, r.reads_checked) == (0, 1)
 
 
@@ -176,7 +188,7 @@ def test_the_oracle_catches_a_lost_point_in_time_image(monkeypatch: pytest.Monke
     broken = run(config)
     assert broken.pit_violations == 1
     assert broken.summary()["violations"] == [
-        {"volume": 0, "track": 0, "read": 0, "expected": 1, "time_us": 3250}
+        {"volume": 0, "track": 0, "read": [0], "expected": [1], "time_us": 3250}
     ]
 
 
