@@ -146,11 +146,18 @@ class _Tree:
 
 
 class _Item:
-    """One submitted call, waiting for or running on a TCB."""
+    """One submitted call, waiting for or running on a TCB.
 
-    __slots__ = ("future", "fn", "args", "kwargs", "tree", "level")
+    While it runs, the item itself is the value of the ``_running`` context
+    variable: its ``core``, ``tree`` and ``level`` say where nested submits go.
+    """
 
-    def __init__(self, future: Future, fn: Callable, args: tuple, kwargs: dict, tree: _Tree, level: int) -> None:
+    __slots__ = ("core", "future", "fn", "args", "kwargs", "tree", "level")
+
+    def __init__(
+        self, core: _Core, future: Future | None, fn: Callable, args: tuple, kwargs: dict, tree: _Tree, level: int
+    ) -> None:
+        self.core = core
         self.future = future
         self.fn = fn
         self.args = args
@@ -159,18 +166,7 @@ class _Item:
         self.level = level
 
 
-class _Running:
-    """The context of the running task: which pool, which tree, which level."""
-
-    __slots__ = ("core", "tree", "level")
-
-    def __init__(self, core: _Core, tree: _Tree, level: int) -> None:
-        self.core = core
-        self.tree = tree
-        self.level = level
-
-
-_running: contextvars.ContextVar[_Running | None] = contextvars.ContextVar("pyresv_executor_task", default=None)
+_running: contextvars.ContextVar[_Item | None] = contextvars.ContextVar("pyresv_executor_task", default=None)
 
 
 def current_level() -> int:
@@ -225,10 +221,9 @@ class _Core:
         if tree.live == 0:  # every task of the tree finished: it holds nothing, recycle its pid
             self.free_pids.append(tree.pid)
         self.outstanding -= 1
-        if self.outstanding == 0:
+        if self.outstanding == 0 and self.shutdown:  # only shutdown waits for idle
             self.idle.notify_all()
-            if self.shutdown:
-                self._stop()
+            self._stop()
 
     def _stop(self) -> None:
         if not self.stopped:
@@ -279,39 +274,36 @@ class _Core:
         return items
 
 
-def _run(core: _Core, item: _Item) -> tuple[bool, Any]:
-    """Run ``item`` with the task context set; ``(ok, result or exception)``."""
-    token = _running.set(_Running(core, item.tree, item.level))
-    try:
-        return True, item.fn(*item.args, **item.kwargs)
-    except BaseException as exc:  # reaches the future, like ThreadPoolExecutor
-        return False, exc
-    finally:
-        _running.reset(token)
-
-
 def _worker(core: _Core, tcb: int) -> None:
     """The thread bound to TCB ``tcb``: runs what the allocator grants that TCB."""
-    slot = core.slots[tcb]
+    get = core.slots[tcb].get
+    finish = core.finish
     while True:
-        item = slot.get()
+        item = get()
         if item is _STOP:
             return
         while item is not None:
             future = item.future
             if future.set_running_or_notify_cancel():
-                ok, value = _run(core, item)
-            else:
-                ok, value = True, None  # cancelled while queued: just give the TCB back
-            # The TCB goes back before the future completes: whoever waits on
-            # the result finds the allocator already without this task.
-            nxt = core.finish(tcb, item)
-            if future.running():
-                if ok:
-                    future.set_result(value)
+                token = _running.set(item)
+                try:
+                    result = item.fn(*item.args, **item.kwargs)
+                    exc = None
+                except BaseException as e:  # reaches the future, like ThreadPoolExecutor
+                    result, exc = None, e
+                finally:
+                    _running.reset(token)
+                # The TCB goes back before the future completes: whoever waits
+                # on the result finds the allocator already without this task.
+                nxt = finish(tcb, item)
+                if exc is None:
+                    future.set_result(result)
                 else:
-                    future.set_exception(value)
-                    del value  # break the traceback -> frame -> value cycle
+                    future.set_exception(exc)
+                    exc = None  # break the traceback -> frame -> exc cycle
+                result = None
+            else:  # cancelled while queued: just give the TCB back
+                nxt = finish(tcb, item)
             item = nxt
 
 
@@ -393,14 +385,14 @@ class DepthPoolExecutor(Executor):
             if level > core.levels:
                 return _run_inline(core, ctx.tree, level, fn, args, kwargs)
             future: Future = Future()
-            core.submit(_Item(future, fn, args, kwargs, ctx.tree, level))
+            core.submit(_Item(core, future, fn, args, kwargs, ctx.tree, level))
             return future
         future = Future()
         with core.lock:
             if core.shutdown:
                 raise RuntimeError("cannot schedule new futures after shutdown")
             tree = core._new_tree()
-            item = _Item(future, fn, args, kwargs, tree, 1)
+            item = _Item(core, future, fn, args, kwargs, tree, 1)
             try:
                 tcb = core.alloc.acquire(tree.pid, 1, False)
             except BaseException:
@@ -454,7 +446,7 @@ def _run_inline(core: _Core, tree: _Tree, level: int, fn: Callable, args: tuple,
     """Below the deepest level: run in the caller, at ``level``, and return a done future."""
     future: Future = Future()
     future.set_running_or_notify_cancel()
-    token = _running.set(_Running(core, tree, level))
+    token = _running.set(_Item(core, future, fn, args, kwargs, tree, level))
     try:
         result = fn(*args, **kwargs)
     except BaseException as exc:
