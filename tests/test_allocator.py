@@ -674,3 +674,33 @@ def test_bytes_per_tcb_for_ten_million() -> None:
     assert a.total == 10_000_000
     # Fixed per-pid and per-waiter tables included: well under 12 bytes a TCB.
     assert a.nbytes / a.total < 9.5
+
+
+# ----------------------------------------------------------------- threads
+
+
+def test_batches_run_without_the_gil_and_guard_the_state() -> None:
+    # While acquire_many runs in one thread, another one gets the GIL; a call
+    # that would read or change the allocator then is refused, not a race.
+    import threading
+
+    n = 3_000_000
+    for _attempt in range(5):
+        a = DepthPoolAllocator([(1, n)], 0, max_processes=1, max_waiters=n)
+        out: list = []
+        pids, depths = np.zeros(n, np.int64), np.ones(n, np.int64)
+        worker = threading.Thread(target=lambda: out.append(a.acquire_many(pids, depths)))
+        refused = False
+        worker.start()
+        while worker.is_alive() and not refused:
+            try:
+                a.stats()
+            except AllocatorError as exc:
+                assert "busy" in str(exc)
+                refused = True
+        worker.join()
+        assert np.array_equal(out[0], np.arange(n))
+        a.check()
+        if refused:
+            break
+    assert refused
