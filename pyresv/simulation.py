@@ -354,10 +354,7 @@ class Simulation:
         kinds = np.where(u < w.read_fraction, 0, np.where(p < w.partial_write_fraction, 2, 1))
         vols = rng.integers(0, self.config.volumes.count, n)
         trks = rng.integers(0, self.config.volumes.tracks, n)
-        ops = [
-            (float(np.round(x, 3)), int(k), int(v), int(t))
-            for x, k, v, t in zip(times, kinds, vols, trks)
-        ]
+        ops = list(zip(np.round(times, 3).tolist(), kinds.tolist(), vols.tolist(), trks.tolist()))
         for op in self.config.ops:
             ops.append((round(op.at_s * 1e6, 3), OP_CODES.index(op.op), op.volume, op.track))
         ops.sort(key=lambda o: o[0])  # stable: scripted ops keep their order
@@ -391,9 +388,10 @@ class Simulation:
         while True:
             while peek() < next_sample:
                 step()
-            record(next_sample, self.held, self.queued, self.completed)
             if peek() == math.inf:
+                record(env.now, self.held, self.queued, self.completed)  # the final state
                 break
+            record(next_sample, self.held, self.queued, self.completed)
             if next_sample >= limit:
                 timed_out = True
                 break

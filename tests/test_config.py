@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import pytest
 
@@ -138,3 +139,8 @@ def test_load_errors(tmp_path) -> None:
 
 def test_default_toml_is_the_module_constant() -> None:
     assert default_config() == loads(pc.DEFAULT_TOML)
+
+
+def test_example_file_is_the_default() -> None:
+    example = Path(__file__).resolve().parent.parent / "examples" / "default.toml"
+    assert load(example) == default_config()

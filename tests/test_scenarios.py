@@ -134,3 +134,26 @@ def test_cross_cluster_reads_go_two_levels_deep() -> None:
 def test_unknown_scenario() -> None:
     with pytest.raises(KeyError, match="unknown scenario 'fig9'"):
         get("fig9")
+
+
+def test_metrics_timeline_of_a_deadlock() -> None:
+    r = run_scenario("cross-cluster", "shared")
+    tl = r.metrics.timeline()
+    assert tl.times_s[0] == 0.0 and tl.times_s[-1] == pytest.approx(r.sim_time_s)
+    assert tl.held.shape == tl.queued.shape == (len(tl.times_s), 2, 3)
+    # At the end every TCB is held by a level-1 read; 2 reads per cluster wait
+    # at level 1 and 8 stage intercepts at level 2.
+    assert tl.held[-1].tolist() == [[8, 0, 0], [8, 0, 0]]
+    assert tl.queued[-1].tolist() == [[2, 8, 0], [2, 8, 0]]
+    assert tl.completed[-1].tolist() == [0, 0] and len(tl.op_latency_ms) == 0
+
+
+def test_metrics_timeline_of_a_completed_run() -> None:
+    r = run_scenario("cross-cluster", "depth")
+    tl = r.metrics.timeline()
+    assert tl.held[-1].sum() == 0 and tl.queued[-1].sum() == 0
+    assert tl.completed[-1].tolist() == [10, 10]
+    assert len(tl.op_latency_ms) == 20 and (tl.op_latency_ms > 0).all()
+    assert sorted(set(tl.op_cluster.tolist())) == [0, 1] and set(tl.op_kind.tolist()) == {0}
+    s = r.summary()
+    assert [lv["peak_held"] for lv in s["per_level"]] == [[4, 4], [2, 2], [0, 0]]
