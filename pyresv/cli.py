@@ -85,12 +85,11 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         for s in summaries
     ]
     widths = [max(len(r[i]) for r in (header, *rows)) for i in range(len(header))]
-    print("  ".join(h.ljust(w) for h, w in zip(header, widths)))
-    print("  ".join("-" * w for w in widths))
-    for r in rows:
-        print("  ".join(c.ljust(w) for c, w in zip(r, widths)))
+    for r in (header, tuple("-" * w for w in widths), *rows):
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
     print()
-    print("Same TCBs per cluster under both policies; 'completed' counts host operations.")
+    print("Each scenario has the same TCBs per cluster under both policies. 'completed' counts")
+    print("host operations; establishes, background copies and write-back destages are not.")
     for s in summaries:
         if s["deadlock_cycle"]:
             print(f"{s['scenario']} ({s['policy']}) wait-for cycle: " + " -> ".join(s["deadlock_cycle"]))
