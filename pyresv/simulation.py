@@ -24,6 +24,7 @@ guard: ``controller.max_sim_time_s`` stops the run and flags it.
 from __future__ import annotations
 
 import math
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable, Generator
 
@@ -43,7 +44,9 @@ __all__ = ["run", "RunResult", "Simulation", "Proc", "TraceEvent", "default_allo
 #: queue), "release".
 TraceEvent = tuple[float, int, int, str, int, str]
 
-_MAX_PIDS = 65536
+#: pids per run (and the allocators' ``max_processes``); more concurrent
+#: processes wait for a pid before they start.
+MAX_PROCESSES = 65536
 
 
 def default_allocator_cls() -> type:
@@ -74,8 +77,16 @@ class Proc:
 class Simulation:
     """One run's state and the engine primitives the flows use."""
 
-    def __init__(self, config: Config, allocator_cls: type | None = None, *, trace: bool = False) -> None:
+    def __init__(
+        self,
+        config: Config,
+        allocator_cls: type | None = None,
+        *,
+        trace: bool = False,
+        max_processes: int = MAX_PROCESSES,
+    ) -> None:
         self.config = config
+        self.max_processes = max_processes
         self.allocator_cls = allocator_cls or default_allocator_cls()
         self.env = simpy.Environment()
         self.timeout = self.env.timeout
@@ -94,11 +105,11 @@ class Simulation:
         for cid in range(self.C):
             if c.policy == "depth":
                 alloc = self.allocator_cls(
-                    list(self.init.depths), r.unreserved, max_processes=_MAX_PIDS, wake=r.wake
+                    list(self.init.depths), r.unreserved, max_processes=max_processes, wake=r.wake
                 )
             else:  # shared: the same number of TCBs, all unreserved
                 alloc = self.allocator_cls(
-                    [(0, 1)] * self.levels, self.tcbs_per_cluster, max_processes=_MAX_PIDS, wake=r.wake
+                    [(0, 1)] * self.levels, self.tcbs_per_cluster, max_processes=max_processes, wake=r.wake
                 )
             self.clusters.append(Cluster(cid, alloc, self.env.event()))
         self.allocators = [cl.allocator for cl in self.clusters]
@@ -127,6 +138,7 @@ class Simulation:
         self.waiting: dict[tuple[int, int], simpy.Event] = {}
         self.live: dict[int, Proc] = {}
         self.free_pids: list[int] = []
+        self.pid_waiters: deque[simpy.Event] = deque()  # starts waiting for a free pid
         self.next_pid = 0
         self.version = 0
         self.held = [[0] * (self.levels + 1) for _ in range(self.C)]
@@ -274,18 +286,23 @@ class Simulation:
                 yield cl.ready_event
         if self.free_pids:
             pid = self.free_pids.pop()
-        else:
+        elif self.next_pid < self.max_processes:
             pid = self.next_pid
-            if pid >= _MAX_PIDS:
-                raise RuntimeError(f"more than {_MAX_PIDS} processes at once")
             self.next_pid = pid + 1
+        else:  # every pid is in use: start when one is freed
+            ev = env.event()
+            self.pid_waiters.append(ev)
+            pid = yield ev
         proc = Proc(pid, kind, start)
         self.live[pid] = proc
         yield from fn(proc, *args)
         del self.live[pid]
         if proc.steps or proc.pending:  # pragma: no cover - a flow bug
             raise RuntimeError(f"pid {pid} ({kind}) finished holding {proc.steps}")
-        self.free_pids.append(pid)
+        if self.pid_waiters:
+            self.pid_waiters.popleft().succeed(pid)
+        else:
+            self.free_pids.append(pid)
         now = env.now
         self.t_last = now
         if op >= 0:
@@ -401,7 +418,7 @@ class Simulation:
 
     def _result(self, end: float, timed_out: bool) -> RunResult:
         live = self.live
-        deadlocked = bool(live) and not timed_out
+        deadlocked = bool(live or self.pid_waiters) and not timed_out
         cycle: list[str] = []
         if deadlocked:
             held_steps = {
@@ -430,7 +447,7 @@ class Simulation:
             internal_ops=self.internal_done,
             deadlocked=deadlocked,
             deadlock_cycle=cycle,
-            stuck_processes=len(live),
+            stuck_processes=len(live) + len(self.pid_waiters),
             timed_out=timed_out,
             pit_violations=self.pit_violations,
             reads_checked=self.reads_checked,

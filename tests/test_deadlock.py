@@ -7,7 +7,7 @@ import pytest
 from pyresv.config import parse
 from pyresv.deadlock import Step, describe, find_cycle, wait_for_graph
 from pyresv.reference import DepthPoolAllocator
-from pyresv.simulation import run
+from pyresv.simulation import Simulation, run
 
 ESTABLISH = [
     (150.0, 1, 0, "establish", 1, "acquire"),
@@ -136,3 +136,15 @@ def test_livelock_guard_stops_the_run() -> None:
     s = run(config).summary()
     assert s["timed_out"] is True and s["deadlocked"] is False
     assert s["sim_time_s"] <= 0.05 and s["issued_ops"] < 100
+
+
+def test_processes_beyond_the_pid_space_wait_to_start() -> None:
+    from pyresv.scenarios import get
+
+    config = get("cross-cluster").config("depth")
+    sim = Simulation(config, max_processes=3)
+    s = sim.run().summary()
+    assert not s["deadlocked"] and s["completed_ops"] == 20 and s["leaked_tcbs"] == 0
+    # 18 pids: 10 reads start on c0 and 8 on c1, which deadlock; 2 never start.
+    stuck = Simulation(get("cross-cluster").config("shared"), max_processes=18).run().summary()
+    assert stuck["deadlocked"] and stuck["stuck_processes"] == 20 and stuck["held_tcbs_at_end"] == 16
