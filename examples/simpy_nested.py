@@ -26,13 +26,8 @@ import sys
 
 import simpy
 
+from pyresv import DepthPoolAllocator
 from pyresv.adapters.simpy import DepthResource, find_deadlock
-from pyresv.reference import DepthPoolAllocator as ReferenceAllocator
-
-try:
-    from pyresv import DepthPoolAllocator
-except ImportError:  # a source checkout without the compiled core
-    DepthPoolAllocator = ReferenceAllocator
 
 HOPS = 2  # a request's calls: A -> B -> A, three nesting levels
 

@@ -7,18 +7,11 @@ import pytest
 import simpy
 
 import pyresv
-import pyresv.reference
 from pyresv.adapters.simpy import DepthRequest, DepthResource, Monitor, find_deadlock
 
 matplotlib.use("Agg")
 
 
-@pytest.fixture(params=["core", "reference"])
-def Alloc(request):
-    """Both allocators: every test runs against the compiled core and the reference."""
-    if request.param == "core":
-        return pyresv.DepthPoolAllocator
-    return pyresv.reference.DepthPoolAllocator
 
 
 def assert_clean(res: DepthResource) -> None:
@@ -31,9 +24,9 @@ def assert_clean(res: DepthResource) -> None:
 
 
 # ----------------------------------------------------------- whole traces
-def test_trace_shared_pool_fifo(Alloc):
+def test_trace_shared_pool_fifo(allocator_cls):
     env = simpy.Environment()
-    res = DepthResource(env, Alloc([(0, 1)], 2), name="R")
+    res = DepthResource(env, allocator_cls([(0, 1)], 2), name="R")
     log = []
 
     def user(name, pid, hold):
@@ -57,12 +50,12 @@ def test_trace_shared_pool_fifo(Alloc):
     assert_clean(res)
 
 
-def test_trace_pool_ownership_and_seekers(Alloc):
+def test_trace_pool_ownership_and_seekers(allocator_cls):
     # One level-1 pool of 2 TCBs ([0029]: a whole pool goes to one pid) and no
     # unreserved TCB: pid 0 owns the pool; pids 1 and 2 wait for the whole
     # pool (FIG 6A 606-610), which goes to the oldest of them.
     env = simpy.Environment()
-    res = DepthResource(env, Alloc([(1, 2)], 0))
+    res = DepthResource(env, allocator_cls([(1, 2)], 0))
     log = []
 
     def user(name, pid, start, hold):
@@ -83,9 +76,9 @@ def test_trace_pool_ownership_and_seekers(Alloc):
     assert_clean(res)
 
 
-def test_fifo_grant_order_many_waiters(Alloc):
+def test_fifo_grant_order_many_waiters(allocator_cls):
     env = simpy.Environment()
-    res = DepthResource(env, Alloc([(0, 1)], 1))
+    res = DepthResource(env, allocator_cls([(0, 1)], 1))
     order = []
 
     def user(pid, start):
@@ -103,9 +96,9 @@ def test_fifo_grant_order_many_waiters(Alloc):
     assert_clean(res)
 
 
-def test_immediate_request_is_triggered_with_tcb(Alloc):
+def test_immediate_request_is_triggered_with_tcb(allocator_cls):
     env = simpy.Environment()
-    res = DepthResource(env, Alloc([(1, 1), (1, 1)], 0))
+    res = DepthResource(env, allocator_cls([(1, 1), (1, 1)], 0))
     req = res.request(3, depth=1, remote=True)  # FIG 5A: served at level 2
     assert isinstance(req, (DepthRequest, simpy.Event))
     assert req.triggered and req.ok and req.value == 1 and req.tcb == 1
@@ -115,11 +108,11 @@ def test_immediate_request_is_triggered_with_tcb(Alloc):
     assert_clean(res)
 
 
-def test_release_wakes_in_grant_order_without_polling(Alloc):
+def test_release_wakes_in_grant_order_without_polling(allocator_cls):
     # One release hands a wholly free pool to a seeker, which serves several
     # of its requests at once: the events trigger in the allocator's grant order.
     env = simpy.Environment()
-    res = DepthResource(env, Alloc([(1, 3)], 0))
+    res = DepthResource(env, allocator_cls([(1, 3)], 0))
     first = res.request(0)
     reqs = [res.request(1) for _ in range(3)]
     assert not any(r.triggered for r in reqs)
@@ -133,9 +126,9 @@ def test_release_wakes_in_grant_order_without_polling(Alloc):
 
 
 # ------------------------------------------------------ interrupt, cancel
-def test_interrupt_while_waiting_cancels(Alloc):
+def test_interrupt_while_waiting_cancels(allocator_cls):
     env = simpy.Environment()
-    res = DepthResource(env, Alloc([(0, 1)], 1))
+    res = DepthResource(env, allocator_cls([(0, 1)], 1))
     log = []
 
     def holder():
@@ -164,12 +157,12 @@ def test_interrupt_while_waiting_cancels(Alloc):
     assert_clean(res)
 
 
-def test_interrupt_after_grant_releases(Alloc):
+def test_interrupt_after_grant_releases(allocator_cls):
     # The holder releases at t=1 and the waiter's request is triggered; an
     # interrupt reaches the waiter at t=1 before it resumes: leaving the block
     # must release the TCB it was granted.
     env = simpy.Environment()
-    res = DepthResource(env, Alloc([(0, 1)], 1))
+    res = DepthResource(env, allocator_cls([(0, 1)], 1))
     seen = []
 
     def holder():
@@ -199,12 +192,12 @@ def test_interrupt_after_grant_releases(Alloc):
     assert_clean(res)
 
 
-def test_cancel_is_exact_with_sibling_requests_of_one_pid(Alloc):
+def test_cancel_is_exact_with_sibling_requests_of_one_pid(allocator_cls):
     # pid 7 has two requests pending; allocator.cancel(7) drops both, so the
     # adapter issues the survivor again: it stays pending and is served later,
     # behind pid 8's request that arrived in between.
     env = simpy.Environment()
-    res = DepthResource(env, Alloc([(0, 1)], 1))
+    res = DepthResource(env, allocator_cls([(0, 1)], 1))
     held = res.request(0)
     a = res.request(7)
     c = res.request(8)
@@ -223,11 +216,11 @@ def test_cancel_is_exact_with_sibling_requests_of_one_pid(Alloc):
 
 
 @pytest.mark.parametrize("wake", ["deepest", "fifo"])
-def test_grant_finds_the_right_request_of_a_pid_pending_at_two_levels(Alloc, wake):
+def test_grant_finds_the_right_request_of_a_pid_pending_at_two_levels(allocator_cls, wake):
     # An unreserved TCB goes by the wake policy (FIG 6B block 620): the adapter
     # must trigger the request the allocator served, not just any of the pid's.
     env = simpy.Environment()
-    res = DepthResource(env, Alloc([(0, 1), (0, 1)], 1, wake=wake))
+    res = DepthResource(env, allocator_cls([(0, 1), (0, 1)], 1, wake=wake))
     held = res.request(0)
     shallow = res.request(5, depth=1)
     deep = res.request(5, depth=2)
@@ -239,9 +232,9 @@ def test_grant_finds_the_right_request_of_a_pid_pending_at_two_levels(Alloc, wak
     assert_clean(res)
 
 
-def test_explicit_release_inside_block_is_not_repeated(Alloc):
+def test_explicit_release_inside_block_is_not_repeated(allocator_cls):
     env = simpy.Environment()
-    res = DepthResource(env, Alloc([(0, 1)], 1))
+    res = DepthResource(env, allocator_cls([(0, 1)], 1))
 
     def user():
         with res.request(0) as req:
@@ -255,9 +248,9 @@ def test_explicit_release_inside_block_is_not_repeated(Alloc):
 
 
 # ------------------------------------------------------------ bad input
-def test_bad_requests_leave_state_unchanged(Alloc):
+def test_bad_requests_leave_state_unchanged(allocator_cls):
     env = simpy.Environment()
-    res = DepthResource(env, Alloc([(1, 1)], 1))
+    res = DepthResource(env, allocator_cls([(1, 1)], 1))
     keep = res.request(0)
     before = res.allocator.stats()
     with pytest.raises(ValueError, match="pid"):
@@ -276,9 +269,9 @@ def test_bad_requests_leave_state_unchanged(Alloc):
     assert_clean(res)
 
 
-def test_implicit_nesting_too_deep_names_the_level(Alloc):
+def test_implicit_nesting_too_deep_names_the_level(allocator_cls):
     env = simpy.Environment()
-    res = DepthResource(env, Alloc([(1, 1)], 0), name="R")
+    res = DepthResource(env, allocator_cls([(1, 1)], 0), name="R")
     errors = []
 
     def user():
@@ -296,10 +289,10 @@ def test_implicit_nesting_too_deep_names_the_level(Alloc):
 
 
 # ----------------------------------------------------- implicit pid/level
-def test_implicit_levels_follow_nesting(Alloc):
+def test_implicit_levels_follow_nesting(allocator_cls):
     env = simpy.Environment()
-    a = DepthResource(env, Alloc([(2, 1)] * 3, 0), name="A")
-    b = DepthResource(env, Alloc([(2, 1)] * 3, 0), name="B")
+    a = DepthResource(env, allocator_cls([(2, 1)] * 3, 0), name="A")
+    b = DepthResource(env, allocator_cls([(2, 1)] * 3, 0), name="B")
     log = []
 
     def leaf(res, tag):
@@ -335,9 +328,9 @@ def test_implicit_levels_follow_nesting(Alloc):
     assert_clean(a) and assert_clean(b)
 
 
-def test_implicit_pids_are_per_tree_and_recycled(Alloc):
+def test_implicit_pids_are_per_tree_and_recycled(allocator_cls):
     env = simpy.Environment()
-    res = DepthResource(env, Alloc([(4, 1)], 0))
+    res = DepthResource(env, allocator_cls([(4, 1)], 0))
     pids = []
 
     def tree(start):
@@ -357,9 +350,9 @@ def test_implicit_pids_are_per_tree_and_recycled(Alloc):
 
 
 # --------------------------------------------------------------- monitor
-def test_monitor_matches_allocator_stats(Alloc):
+def test_monitor_matches_allocator_stats(allocator_cls):
     env = simpy.Environment()
-    res = DepthResource(env, Alloc([(1, 1), (1, 1)], 1), monitor=True)
+    res = DepthResource(env, allocator_cls([(1, 1), (1, 1)], 1), monitor=True)
     mismatches = []
 
     def snapshot():
@@ -430,11 +423,11 @@ def test_find_deadlock_names_the_cycle_of_simpy_resources():
     assert str(cycle[0]) == "handle#0 holds nothing; waits for A, held by handle#2"
 
 
-def test_find_deadlock_on_a_shared_depth_resource(Alloc):
+def test_find_deadlock_on_a_shared_depth_resource(allocator_cls):
     # All TCBs unreserved (the status quo): DepthResource deadlocks too, and says why.
     env = simpy.Environment()
-    a = DepthResource(env, Alloc([(0, 1)] * 2, 1), name="A")
-    b = DepthResource(env, Alloc([(0, 1)] * 2, 1), name="B")
+    a = DepthResource(env, allocator_cls([(0, 1)] * 2, 1), name="A")
+    b = DepthResource(env, allocator_cls([(0, 1)] * 2, 1), name="B")
     _nested_model(env, a, b, 1)
     env.run()
     cycle = find_deadlock(env, [a, b])
@@ -449,10 +442,10 @@ def test_find_deadlock_on_a_shared_depth_resource(Alloc):
     assert a.allocator.pending() == 1 and b.allocator.pending() == 1
 
 
-def test_depth_resource_completes_the_same_model(Alloc):
+def test_depth_resource_completes_the_same_model(allocator_cls):
     env = simpy.Environment()
-    a = DepthResource(env, Alloc([(1, 1)] * 2, 0), name="A")
-    b = DepthResource(env, Alloc([(1, 1)] * 2, 0), name="B")
+    a = DepthResource(env, allocator_cls([(1, 1)] * 2, 0), name="A")
+    b = DepthResource(env, allocator_cls([(1, 1)] * 2, 0), name="B")
     _nested_model(env, a, b, 3)
     env.run()
     assert find_deadlock(env, [a, b]) == []

@@ -7,18 +7,11 @@ import random
 
 import pytest
 
-import pyresv
-import pyresv.reference
 from pyresv.aio import DepthLimiter
 
 WAIT = 10.0
 
 
-@pytest.fixture(params=["core", "reference"])
-def Alloc(request):
-    if request.param == "core":
-        return pyresv.DepthPoolAllocator
-    return pyresv.reference.DepthPoolAllocator
 
 
 def assert_idle(lim: DepthLimiter) -> None:
@@ -50,8 +43,8 @@ def test_semaphore_deadlocks_on_nested_acquire():
     assert asyncio.run(main()) is False
 
 
-def test_depth_limiter_completes_with_the_same_count(Alloc):
-    lim = DepthLimiter([(2, 1), (2, 1)], allocator_cls=Alloc)
+def test_depth_limiter_completes_with_the_same_count(allocator_cls):
+    lim = DepthLimiter([(2, 1), (2, 1)], allocator_cls=allocator_cls)
     assert lim.total == 4
     log = []
 
@@ -75,8 +68,8 @@ def test_depth_limiter_completes_with_the_same_count(Alloc):
 
 
 # ---------------------------------------------------------------- levels
-def test_levels_follow_nesting_in_tasks_and_in_one_task(Alloc):
-    lim = DepthLimiter([(1, 2)] * 3, allocator_cls=Alloc)
+def test_levels_follow_nesting_in_tasks_and_in_one_task(allocator_cls):
+    lim = DepthLimiter([(1, 2)] * 3, allocator_cls=allocator_cls)
     seen = []
 
     async def leaf(tag):
@@ -105,7 +98,7 @@ def test_levels_follow_nesting_in_tasks_and_in_one_task(Alloc):
     assert_idle(lim)
 
 
-def test_random_trees_complete(Alloc):
+def test_random_trees_complete(allocator_cls):
     rng = random.Random(5)
 
     def tree(depth):
@@ -116,7 +109,7 @@ def test_random_trees_complete(Alloc):
     def size(t):
         return 1 + sum(size(c) for c in t)
 
-    lim = DepthLimiter([(2, 1), (2, 2), (1, 2)], 1, allocator_cls=Alloc)
+    lim = DepthLimiter([(2, 1), (2, 2), (1, 2)], 1, allocator_cls=allocator_cls)
 
     async def run(t):
         async with lim.slot():
@@ -132,8 +125,8 @@ def test_random_trees_complete(Alloc):
 
 
 # --------------------------------------------------------- cancellation
-def test_cancelled_wait_leaves_nothing_behind(Alloc):
-    lim = DepthLimiter([(1, 1)], allocator_cls=Alloc)
+def test_cancelled_wait_leaves_nothing_behind(allocator_cls):
+    lim = DepthLimiter([(1, 1)], allocator_cls=allocator_cls)
 
     async def main():
         hold = asyncio.Event()
@@ -160,10 +153,10 @@ async def _enter(lim):
         return tcb
 
 
-def test_cancel_one_of_a_trees_waiters_keeps_the_others(Alloc):
+def test_cancel_one_of_a_trees_waiters_keeps_the_others(allocator_cls):
     # Two child tasks of one tree wait at level 2 (one pid, two requests);
     # cancelling one must not drop the other's request.
-    lim = DepthLimiter([(1, 1), (1, 1)], allocator_cls=Alloc)
+    lim = DepthLimiter([(1, 1), (1, 1)], allocator_cls=allocator_cls)
     out = []
 
     async def main():
@@ -193,8 +186,8 @@ def test_cancel_one_of_a_trees_waiters_keeps_the_others(Alloc):
     assert_idle(lim)
 
 
-def test_task_cancelled_after_its_grant_gives_the_tcb_back(Alloc):
-    lim = DepthLimiter([(1, 1)], allocator_cls=Alloc)
+def test_task_cancelled_after_its_grant_gives_the_tcb_back(allocator_cls):
+    lim = DepthLimiter([(1, 1)], allocator_cls=allocator_cls)
 
     async def main():
         async def waiter():
@@ -214,10 +207,10 @@ def test_task_cancelled_after_its_grant_gives_the_tcb_back(Alloc):
     assert_idle(lim)
 
 
-def test_bad_configuration_and_reentry(Alloc):
+def test_bad_configuration_and_reentry(allocator_cls):
     with pytest.raises(ValueError, match="level 1"):
-        DepthLimiter([(0, 1)], 3, allocator_cls=Alloc)
-    lim = DepthLimiter([(1, 1)], allocator_cls=Alloc)
+        DepthLimiter([(0, 1)], 3, allocator_cls=allocator_cls)
+    lim = DepthLimiter([(1, 1)], allocator_cls=allocator_cls)
 
     async def main():
         slot = lim.slot()
