@@ -9,7 +9,8 @@ an x axis chosen from the columns:
 * else the first swept column (those before ``seed``) that varies; numeric
   when every value is a number, else categorical in order of appearance.
 
-Per (policy, x): runs, failed runs (an ``error``; left out of the rest),
+Per (policy, x): runs, failed runs (an ``error``; left out of the rest; see
+:func:`fill_failed_x` for their x),
 the deadlock rate, and the mean and standard deviation of the throughput of
 the runs that did not deadlock (a deadlocked run's throughput only says when
 it stopped). Writes ``report.png`` (two panels sharing the x axis) and
@@ -29,7 +30,7 @@ import numpy as np
 
 from pyresv.config import ConfigError
 
-__all__ = ["Group", "read_sweep", "choose_x", "aggregate", "plot_report", "write_report", "add_arguments", "run_cli"]
+__all__ = ["Group", "read_sweep", "choose_x", "fill_failed_x", "aggregate", "plot_report", "write_report", "add_arguments", "run_cli"]
 
 _TCB_COLUMN = "tcbs_per_cluster"
 _X_LABELS = {_TCB_COLUMN: "TCBs per cluster (reserved + unreserved)"}
@@ -103,9 +104,33 @@ def _row_policy(row: dict[str, str]) -> str:
     return row["policy"] or row.get("controller.policy") or "?"
 
 
+def fill_failed_x(columns: Sequence[str], rows: Sequence[dict[str, str]], x: str) -> list[dict[str, str]]:
+    """Rows with the x value of failed runs filled in where it is known.
+
+    A failed run has no summary, so a summary column such as
+    ``tcbs_per_cluster`` is empty in its row; it depends on the config only,
+    so it is taken from a successful run of the same point (same swept
+    values, another seed). Rows whose x stays unknown keep an empty value.
+    """
+    swept = list(columns[: columns.index("seed")])
+    known: dict[tuple[str, ...], str] = {}
+    for r in rows:
+        if not r["error"] and r[x] != "":
+            known.setdefault(tuple(r[c] for c in swept), r[x])
+    out = []
+    for r in rows:
+        if r[x] == "" and r["error"]:
+            r = dict(r)
+            r[x] = known.get(tuple(r[c] for c in swept), "")
+        out.append(r)
+    return out
+
+
 def aggregate(rows: Sequence[dict[str, str]], x: str) -> tuple[list[Group], bool]:
     """Groups by (policy, x value), x values sorted numerically when they are
-    all numbers (else in order of appearance); and whether x is numeric."""
+    all numbers (else in order of appearance); and whether x is numeric.
+    Rows without an x value (failed runs, see :func:`fill_failed_x`) are left out."""
+    rows = [r for r in rows if r[x] != ""]
     xs = list(dict.fromkeys(r[x] for r in rows))
     numeric = bool(xs) and all(_number(v) is not None for v in xs)
     if numeric:
@@ -154,6 +179,7 @@ def plot_report(groups: Sequence[Group], x: str, numeric: bool, *, title: str = 
     ax_tp.set_xlabel(_X_LABELS.get(x, x))
     if not numeric:
         ax_tp.set_xticks(range(len(xs)), xs, rotation=20, ha="right", fontsize="small")
+        ax_tp.set_xlim(-0.5, len(xs) - 0.5)
     for ax in (ax_dead, ax_tp):
         ax.grid(alpha=0.3)
         if policies:
@@ -173,6 +199,7 @@ def write_report(csv_path: str | Path, out: str | Path, x: str | None = None) ->
     if not rows:
         raise ConfigError(f"{csv_path}: the sweep has no rows")
     xcol = choose_x(columns, rows, x)
+    rows = fill_failed_x(columns, rows, xcol)
     groups, numeric = aggregate(rows, xcol)
     from pyresv.plots import out_dir, save
 
@@ -187,6 +214,9 @@ def write_report(csv_path: str | Path, out: str | Path, x: str | None = None) ->
     png = save(plot_report(groups, xcol, numeric), d / "report.png")
     widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in table]
+    unplaced = sum(1 for r in rows if r[xcol] == "")
+    if unplaced:
+        lines.append(f"{unplaced} failed runs left out: their {xcol} is unknown")
     return [png, report_csv], lines
 
 
