@@ -460,3 +460,66 @@ def test_find_deadlock_rejects_other_objects():
     env = simpy.Environment()
     with pytest.raises(TypeError, match="neither"):
         find_deadlock(env, [object()])
+
+
+def test_find_deadlock_reports_a_process_waiting_on_itself(allocator_cls):
+    # pid 0 owns the only level-1 pool (one TCB) and asks for a second TCB at
+    # level 1: it waits for its own pool, which only it can free.
+    env = simpy.Environment()
+    res = DepthResource(env, allocator_cls([(1, 1)], 0), name="R")
+
+    def greedy():
+        with res.request(0) as first:
+            yield first
+            with res.request(0) as second:
+                yield second
+
+    env.process(greedy())
+    env.run()
+    cycle = find_deadlock(env, [res])
+    assert [(w.name, w.pid, w.holds, w.waits_for, w.blocked_by) for w in cycle] == [
+        ("greedy#0", 0, ("R tcb 0 (level 1)",), "R level 1", "greedy#0")
+    ]
+
+
+def test_interrupted_nested_request_leaves_nothing_behind(allocator_cls):
+    # Implicit mode: a sub-process waiting at level 2 is interrupted; its tree
+    # drops the request, the parent carries on, and the tree's pid is reused.
+    env = simpy.Environment()
+    res = DepthResource(env, allocator_cls([(1, 1), (1, 1)], 0))
+    log = []
+
+    def child():
+        try:
+            with res.request() as req:
+                yield req
+                log.append("child got")
+        except simpy.Interrupt:
+            log.append((env.now, "child interrupted", res.allocator.pending()))
+
+    def parent():
+        with res.request() as req:
+            yield req
+            c = env.process(child())
+            yield env.timeout(1)  # the child's level-2 request waits on the blocker
+            c.interrupt()
+            yield c
+        log.append((env.now, "parent done", req.pid))
+
+    def blocker():  # another tree holds the only level-2 pool for a while
+        with res.request(7, depth=2) as req:
+            yield req
+            yield env.timeout(5)
+
+    def later():
+        yield env.timeout(10)
+        with res.request() as req:
+            yield req
+            log.append((env.now, "later", req.pid))
+
+    env.process(blocker())
+    env.process(parent())
+    env.process(later())
+    env.run()
+    assert log == [(1, "child interrupted", 0), (1, "parent done", 0), (10, "later", 0)]
+    assert_clean(res)
