@@ -33,14 +33,15 @@ rate_ops_per_s = 4000.0
 """
 
 
-def _pyresv(*args: str) -> subprocess.CompletedProcess:
+def _pyresv(cwd: Path, *args: str) -> subprocess.CompletedProcess:
+    # From a neutral folder, so ``-m`` imports the installed package, not a source tree.
     return subprocess.run(
-        [sys.executable, "-m", "pyresv", *args], capture_output=True, text=True, timeout=120, check=False
+        [sys.executable, "-m", "pyresv", *args], capture_output=True, text=True, timeout=120, check=False, cwd=cwd
     )
 
 
-def test_demo_json_parses() -> None:
-    proc = _pyresv("demo", "--json")
+def test_demo_json_parses(tmp_path: Path) -> None:
+    proc = _pyresv(tmp_path, "demo", "--json")
     assert proc.returncode == 0, proc.stderr
     runs = json.loads(proc.stdout)
     assert [(r["scenario"], r["policy"]) for r in runs] == [
@@ -71,19 +72,19 @@ def test_demo_table(capsys: pytest.CaptureFixture[str]) -> None:
 def test_simulate_json_is_deterministic(tmp_path: Path) -> None:
     cfg = tmp_path / "small.toml"
     cfg.write_text(SMALL)
-    first = _pyresv("simulate", str(cfg), "--json", "--seed", "7")
-    second = _pyresv("simulate", str(cfg), "--json", "--seed", "7")
+    first = _pyresv(tmp_path, "simulate", str(cfg), "--json", "--seed", "7")
+    second = _pyresv(tmp_path, "simulate", str(cfg), "--json", "--seed", "7")
     assert first.returncode == second.returncode == 0, first.stderr
     assert first.stdout == second.stdout
     s = json.loads(first.stdout)
     assert DESIGN_FIELDS <= set(s)
     assert s["seed"] == 7 and s["policy"] == "depth" and s["completed_ops"] == s["issued_ops"] > 100
-    other = _pyresv("simulate", str(cfg), "--json", "--seed", "8")
+    other = _pyresv(tmp_path, "simulate", str(cfg), "--json", "--seed", "8")
     assert json.loads(other.stdout)["issued_ops"] != s["issued_ops"]
 
 
-def test_simulate_default_config_json() -> None:
-    proc = _pyresv("simulate", "--json")
+def test_simulate_default_config_json(tmp_path: Path) -> None:
+    proc = _pyresv(tmp_path, "simulate", "--json")
     assert proc.returncode == 0, proc.stderr
     s = json.loads(proc.stdout)
     assert s["policy"] == "depth" and s["levels"] == 4 and not s["deadlocked"]
@@ -114,7 +115,7 @@ def test_simulate_policy_override(tmp_path: Path, capsys: pytest.CaptureFixture[
 def test_config_errors_exit_2_and_run_nothing(tmp_path: Path, text: str, key: str) -> None:
     cfg = tmp_path / "bad.toml"
     cfg.write_text(text)
-    proc = _pyresv("simulate", str(cfg), "--json")
+    proc = _pyresv(tmp_path, "simulate", str(cfg), "--json")
     assert proc.returncode == 2
     assert proc.stdout == ""
     assert key in proc.stderr
