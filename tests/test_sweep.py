@@ -322,3 +322,12 @@ def test_unreachable_scheduler_is_a_clear_error():
     with pytest.raises(ConfigError, match="^--scheduler: cannot connect to tcp://127.0.0.1:9"):
         with sweep.open_client(scheduler="tcp://127.0.0.1:9", timeout=1.0):
             pytest.fail("connected to a closed port")
+
+
+def test_progress_bar_only_when_asked_or_on_a_terminal(capsys):
+    configs = [pt.config for pt in sweep.plan(parse(SMALL), [("controller.policy", ["depth"])], seeds=2).points]
+    sweep.execute(configs, None, progress=True)
+    err = capsys.readouterr().err
+    assert "sweep" in err and "2/2" in err
+    sweep.execute(configs, None, progress=None)  # stderr is not a terminal under pytest
+    assert capsys.readouterr().err == ""
