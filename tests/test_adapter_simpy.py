@@ -523,3 +523,19 @@ def test_interrupted_nested_request_leaves_nothing_behind(allocator_cls):
     env.run()
     assert log == [(1, "child interrupted", 0), (1, "parent done", 0), (10, "later", 0)]
     assert_clean(res)
+
+
+def test_release_accepts_the_request_like_simpy(allocator_cls):
+    env = simpy.Environment()
+    res = DepthResource(env, allocator_cls([(0, 1)], 1), name="R")
+    other = DepthResource(env, allocator_cls([(0, 1)], 1), name="S")
+    served = res.request(0)
+    waiting = res.request(1)
+    with pytest.raises(ValueError, match="not of S"):
+        other.release(served)
+    res.release(waiting)  # still waiting: cancelled
+    assert res.allocator.pending() == 0 and not waiting.triggered
+    res.release(served)
+    with pytest.raises(pyresv.AllocatorError):
+        res.release(served)  # released twice
+    assert_clean(res)

@@ -475,11 +475,20 @@ class DepthResource:
         """
         return DepthRequest(self, pid, depth, remote)
 
-    def release(self, tcb: int) -> None:
+    def release(self, tcb: int | DepthRequest) -> None:
         """Return a held TCB; waiting requests it serves are triggered in grant order.
 
+        Like ``simpy.Resource.release(request)``, the request itself is accepted
+        too: a served one gives its TCB back, a waiting one is cancelled.
         Raises ``pyresv.AllocatorError`` if the TCB is not held; nothing changes then.
         """
+        if isinstance(tcb, DepthRequest):
+            if tcb.resource is not self:
+                raise ValueError(f"{tcb!r} is a request of {tcb.resource.name}, not of {self.name}")
+            if tcb._value is _SIMPY_PENDING:
+                tcb.cancel()
+                return
+            tcb = tcb._value
         alloc = self._alloc
         alloc.release(tcb)
         req = self._held.pop(tcb, None)
