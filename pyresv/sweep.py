@@ -311,8 +311,9 @@ def open_client(workers: int = 2, scheduler: str | None = None, *, timeout: floa
     """A Dask client: connected to ``scheduler`` when given, else to a new
     :class:`LocalCluster` of ``workers`` single-threaded worker processes bound
     to 127.0.0.1 (its dashboard too: the default would bind every interface).
-    The client is closed before the cluster. An unreachable ``scheduler`` is a
-    :class:`ConfigError` naming it."""
+    The client is closed before the cluster. An unreachable ``scheduler``, or
+    one without workers after ``timeout`` seconds, is a :class:`ConfigError`
+    naming it."""
     import dask
     from distributed import Client, LocalCluster
 
@@ -322,6 +323,10 @@ def open_client(workers: int = 2, scheduler: str | None = None, *, timeout: floa
         except OSError as exc:  # TimeoutError included: nothing has run
             raise ConfigError(f"--scheduler: cannot connect to {scheduler}: {exc}") from None
         with client:
+            try:  # tasks would wait forever on a scheduler without workers
+                client.wait_for_workers(1, timeout=timeout)
+            except TimeoutError:
+                raise ConfigError(f"--scheduler: no worker connected to {scheduler} within {timeout:g} s") from None
             yield client
         return
     if workers < 1:

@@ -288,6 +288,10 @@ def test_sweep_on_external_scheduler(small_config_file, tmp_path, request):
 
     addr = _wait_for(address, "scheduler", procs)
     assert addr.startswith("tcp://127.0.0.1:")
+    # No worker yet: a clear error rather than tasks waiting forever.
+    with pytest.raises(ConfigError, match="^--scheduler: no worker connected to tcp://127.0.0.1:.* within 1 s"):
+        with sweep.open_client(scheduler=addr, timeout=1.0):
+            pytest.fail("a sweep started without workers")
     procs.append(subprocess.Popen(
         [*dask_cli, "worker", addr, "--host", "127.0.0.1", "--nworkers", "1", "--nthreads", "1",
          "--no-nanny", "--no-dashboard", "--dashboard-address", "127.0.0.1:0", "--death-timeout", "60"],
