@@ -281,8 +281,8 @@ HAMMER_THREADS = 8
 def test_locked_allocator_hammer(allocator_cls):
     """8 threads share one guarded allocator: invariants hold and every TCB is conserved.
 
-    8 threads x 10^5 operations on the compiled core; on the pure-Python
-    reference 10^5 operations in all unless PYRESV_STRESS=1 (it is ~8x slower).
+    8 threads x 10^5 operations on the compiled core (a few seconds); on the
+    pure-Python reference 10^5 operations in all, unless PYRESV_STRESS=1.
     """
     full = STRESS or allocator_cls is not pyresv.reference.DepthPoolAllocator
     HAMMER_OPS = HAMMER_THREADS * 10**5 if full else 10**5  # in total, over all threads

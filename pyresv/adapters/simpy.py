@@ -290,7 +290,7 @@ class DepthRequest(Event):
         tcb = resource._alloc.acquire(pid, depth, remote)  # raises before any state change
         self._task = task
         if task is not None:
-            task.tree.busy += 1
+            tree.busy += 1
         if tcb >= 0:
             self._ok = True
             self._value = tcb
