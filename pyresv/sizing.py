@@ -3,7 +3,12 @@
 The answer is the smallest reservation per cluster, ``pools x pool_size`` per
 depth level plus ``unreserved`` TCBs, whose runs (policy ``depth``) over N
 seeds have no deadlock, no timeout, and a mean throughput within
-``tolerance`` (5%) of the *unconstrained* run's over the same seeds.
+``tolerance`` (5%) of the *unconstrained* run's over the same seeds; and,
+only when ``latency_factor`` is given, a mean p99 latency at most that many
+times the unconstrained run's. Throughput is completed operations over the
+simulated time, which includes the arrival window and any late scheduled
+event (an establish at 1 s), so on a light workload it hardly moves while
+queueing shows in the latency; every trial records its p99 for that reason.
 
 Definitions.
 
@@ -123,6 +128,7 @@ class SizeResult:
     unconstrained_latency_ms_p99: float | None
     seeds: list[int]
     tolerance: float
+    latency_factor: float | None
     system_tcbs: int
     tried: list[Trial] = field(default_factory=list)
 
@@ -140,6 +146,7 @@ class SizeResult:
             "unconstrained_throughput_ops_per_s": self.unconstrained_throughput_ops_per_s,
             "unconstrained_latency_ms_p99": self.unconstrained_latency_ms_p99,
             "tolerance": self.tolerance,
+            "latency_factor": self.latency_factor,
             "seeds": self.seeds,
             "tried": [t.to_dict() for t in self.tried],
         }
@@ -171,6 +178,7 @@ class _Search:
         config: Config,
         seeds: int,
         tolerance: float,
+        latency_factor: float | None,
         client: Client | None,
         allocator: str,
         log: Callable[[str], None] | None,
@@ -179,6 +187,8 @@ class _Search:
         base_seed = self.base.controller.seed
         self.seeds = [base_seed + i for i in range(seeds)]
         self.tolerance = tolerance
+        self.latency_factor = latency_factor
+        self.p99_limit: float | None = None
         self.client = client
         self.allocator = allocator
         self.log = log
@@ -220,6 +230,8 @@ class _Search:
                 tp = round(_mean([s["throughput_ops_per_s"] for s in sums]), 3)
                 p99 = _mean_p99(sums)
                 self.target = (1.0 - self.tolerance) * tp
+                if self.latency_factor is not None and p99 is not None:
+                    self.p99_limit = self.latency_factor * p99
                 if self.log:
                     shown = "-" if p99 is None else f"{p99:.3f}"
                     self.log(f"unconstrained: {r.depths[0][0]} pools of 1 TCB per level, nothing unreserved: "
@@ -242,6 +254,8 @@ class _Search:
         tp = round(_mean([s["throughput_ops_per_s"] for s in sums]), 3)
         p99 = _mean_p99(sums)
         ok = not errors and deadlocks == 0 and timeouts == 0 and tp >= self.target
+        if self.p99_limit is not None:
+            ok = ok and p99 is not None and p99 <= self.p99_limit
         t = Trial(r, stage, deadlocks, timeouts, errors, tp, p99, ok)
         self.cache[r] = t
         self.tried.append(t)
@@ -296,6 +310,7 @@ def size(
     seeds: int = 3,
     *,
     tolerance: float = 0.05,
+    latency_factor: float | None = None,
     client: Client | None = None,
     allocator: str = "auto",
     log: Callable[[str], None] | None = None,
@@ -305,13 +320,15 @@ def size(
 
     Runs serially here, or on ``client`` (a Dask client; the seeds of one
     candidate run in parallel). ``log`` receives one line per trial.
-    Raises :class:`ConfigError` for bad ``seeds``/``tolerance``.
+    Raises :class:`ConfigError` for bad ``seeds``/``tolerance``/``latency_factor``.
     """
     if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
         raise ConfigError(f"--seeds: must be an integer >= 1, got {seeds!r}")
     if not 0.0 <= tolerance < 1.0:
         raise ConfigError(f"--tolerance: must be in [0, 1), got {tolerance!r}")
-    s = _Search(config, seeds, tolerance, client, allocator, log)
+    if latency_factor is not None and not latency_factor >= 1.0:
+        raise ConfigError(f"--latency-factor: must be >= 1, got {latency_factor!r}")
+    s = _Search(config, seeds, tolerance, latency_factor, client, allocator, log)
     lb = lower_bound(config)
     levels = config.levels
     if log:
@@ -319,8 +336,9 @@ def size(
             f"({lb.total} TCBs per cluster)")
     unc, unc_tp, unc_p99 = s.unconstrained()
     if log:
-        log(f"target: mean throughput >= {s.target:.1f} ops/s ({(1 - tolerance) * 100:g}% of unconstrained), "
-            f"no deadlock, over seeds {s.seeds}")
+        p99_rule = "" if s.p99_limit is None else f", mean p99 <= {s.p99_limit:.3f} ms ({latency_factor:g}x)"
+        log(f"target: mean throughput >= {s.target:.1f} ops/s ({(1 - tolerance) * 100:g}% of unconstrained)"
+            f"{p99_rule}, no deadlock, over seeds {s.seeds}")
         log("tried:")
 
     best = lb
@@ -366,6 +384,7 @@ def size(
         unconstrained_latency_ms_p99=unc_p99,
         seeds=s.seeds,
         tolerance=tolerance,
+        latency_factor=latency_factor,
         system_tcbs=config.reservation.system_tcbs,
         tried=s.tried,
     )
@@ -380,12 +399,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "TCB per level, U doubled from 64 until no request ever waits for a TCB). The search starts at "
         "the analytic lower bound ([0021]: one pool of one TCB per level, which lets every process "
         "complete), then finds the smallest uniform pool count, trims each level deepest first, and "
-        "tries the lower bound plus unreserved TCBs; everything tried is printed."
+        "tries the lower bound plus unreserved TCBs; everything tried is printed. Throughput counts the "
+        "whole simulated time, so a light workload may pass at the bound while its latency grows: "
+        "--latency-factor adds a p99 rule."
     )
     p.add_argument("config", nargs="?", metavar="CONFIG", help="TOML config (default: the built-in one)")
     p.add_argument("--seeds", type=int, default=3, help="seeds per candidate: controller.seed + 0 .. N-1 (default 3)")
     p.add_argument("--tolerance", type=float, default=0.05,
                    help="allowed throughput loss against the unconstrained run (default 0.05)")
+    p.add_argument("--latency-factor", type=float, metavar="F",
+                   help="also require a mean p99 latency <= F x the unconstrained run's (default: no latency rule)")
     p.add_argument("--workers", type=int, default=0,
                    help="run the seeds on a local Dask cluster of this many processes on 127.0.0.1 "
                         "(default 0: serially here)")
@@ -407,10 +430,12 @@ def run_cli(args: argparse.Namespace, *, out: Callable[[str], None] = print) -> 
         from pyresv.sweep import open_client
 
         with open_client(args.workers or 1, args.scheduler) as client:
-            result = size(config, args.seeds, tolerance=args.tolerance, client=client,
+            result = size(config, args.seeds, tolerance=args.tolerance,
+                          latency_factor=args.latency_factor, client=client,
                           allocator=args.allocator, log=log)
     else:
-        result = size(config, args.seeds, tolerance=args.tolerance, allocator=args.allocator, log=log)
+        result = size(config, args.seeds, tolerance=args.tolerance, latency_factor=args.latency_factor,
+                      allocator=args.allocator, log=log)
     if args.json:
         out(json.dumps(result.to_dict(), indent=2))
         return 0
@@ -418,9 +443,14 @@ def run_cli(args: argparse.Namespace, *, out: Callable[[str], None] = print) -> 
     share = (result.throughput_ops_per_s / result.unconstrained_throughput_ops_per_s * 100
              if result.unconstrained_throughput_ops_per_s else 0.0)
     out("")
+    p99 = next(t.latency_ms_p99 for t in result.tried if t.reservation == a)
+    p99_text = "-" if p99 is None else f"{p99:.3f}"
+    unc_p99 = result.unconstrained_latency_ms_p99
+    unc_text = "-" if unc_p99 is None else f"{unc_p99:.3f}"
     out(f"answer: depths {[list(d) for d in a.depths]}, unreserved {a.unreserved} "
         f"({a.total} TCBs per cluster): {result.throughput_ops_per_s:.1f} ops/s "
-        f"({share:.1f}% of unconstrained), no deadlock over seeds {result.seeds}")
+        f"({share:.1f}% of unconstrained), p99 {p99_text} ms (unconstrained {unc_text} ms), "
+        f"no deadlock over seeds {result.seeds}")
     lb = result.lower_bound
     out(f"analytic lower bound: depths {[list(d) for d in lb.depths]}, unreserved 0 ({lb.total} TCBs per cluster)")
     if a.total > result.system_tcbs:

@@ -117,11 +117,25 @@ def test_size_text_output(capsys, tmp_path):
     assert "answer: depths [[1, 1], [1, 1], [1, 1]], unreserved 0 (3 TCBs per cluster)" in out
 
 
+def test_size_latency_rule(answer):
+    # The same config with a p99 rule as well: the answer can only grow.
+    result = sizing.size(parse(SMALL), seeds=SEEDS, latency_factor=1.5)
+    assert result.latency_factor == 1.5
+    mine = next(t for t in result.tried if t.reservation == result.answer)
+    assert mine.ok and mine.deadlocks == 0
+    assert mine.latency_ms_p99 <= 1.5 * result.unconstrained_latency_ms_p99
+    assert result.throughput_ops_per_s >= 0.95 * result.unconstrained_throughput_ops_per_s
+    assert result.answer.total >= answer["tcbs_per_cluster"]
+    assert all(not t.ok for t in result.tried if t.reservation.total < result.answer.total)
+
+
 def test_size_bad_input(tmp_path, capsys):
     with pytest.raises(ConfigError, match="--seeds"):
         sizing.size(parse(SMALL), seeds=0)
     with pytest.raises(ConfigError, match="--tolerance"):
         sizing.size(parse(SMALL), seeds=1, tolerance=1.5)
+    with pytest.raises(ConfigError, match="--latency-factor"):
+        sizing.size(parse(SMALL), seeds=1, latency_factor=0.5)
     bad = tmp_path / "bad.toml"
     bad.write_text("[reservation]\nunreserved = -1\n", encoding="utf-8")
     assert main(["size", str(bad)]) == 2
