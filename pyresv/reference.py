@@ -26,6 +26,7 @@ the same ids for the same calls):
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections import deque
 from typing import Any, Iterable, Sequence
 
@@ -36,6 +37,11 @@ from pyresv.errors import PENDING, AllocatorError, QueueFull
 __all__ = ["DepthPoolAllocator", "PENDING", "AllocatorError", "QueueFull"]
 
 _WAKE_POLICIES = ("deepest", "fifo")
+
+
+def _is_int(x: Any) -> bool:
+    """An int or numpy integer, but not a bool (``True`` is no pid)."""
+    return type(x) is int or (isinstance(x, (int, np.integer)) and not isinstance(x, bool))
 
 
 class _Request:
@@ -183,11 +189,11 @@ class DepthPoolAllocator:
 
     # ---------------------------------------------------------------- acquire
     def _level_for(self, pid: Any, depth: Any, remote: bool) -> int:
-        if not isinstance(pid, (int, np.integer)) or isinstance(pid, bool):
+        if not _is_int(pid):
             raise ValueError(f"pid must be an int, got {pid!r}")
         if not 0 <= pid < self._max_processes:
             raise ValueError(f"pid {pid} out of range [0, {self._max_processes})")
-        if not isinstance(depth, (int, np.integer)) or isinstance(depth, bool):
+        if not _is_int(depth):
             raise ValueError(f"depth must be an int, got {depth!r}")
         if not 1 <= depth <= self._levels:
             raise ValueError(f"depth {depth} out of range [1, {self._levels}]")
@@ -303,7 +309,7 @@ class DepthPoolAllocator:
 
     # ---------------------------------------------------------------- release
     def _check_held(self, tcb: Any) -> int:
-        if not isinstance(tcb, (int, np.integer)) or isinstance(tcb, bool):
+        if not _is_int(tcb):
             raise AllocatorError(f"TCB {tcb!r} is not an int")
         tcb = int(tcb)
         if not 0 <= tcb < self._total:
@@ -373,15 +379,8 @@ class DepthPoolAllocator:
             self._seekers[level] = deque(r for r in q if r.alive and r.pid != pid)
 
     def _pool_of(self, tcb: int) -> int:
-        # Pools are contiguous and level-major: bisect over their bases.
-        lo, hi = 0, len(self._pool_base) - 1
-        while lo < hi:
-            mid = (lo + hi + 1) // 2
-            if self._pool_base[mid] <= tcb:
-                lo = mid
-            else:
-                hi = mid - 1
-        return lo
+        # Pools are contiguous and level-major: the last pool whose base is <= tcb.
+        return bisect_right(self._pool_base, tcb) - 1
 
     # ------------------------------------------------------------------ misc
     def take_grants(self) -> list[tuple[int, int]]:
@@ -390,7 +389,7 @@ class DepthPoolAllocator:
         return grants
 
     def _check_pid(self, pid: int) -> int:
-        if not isinstance(pid, (int, np.integer)) or isinstance(pid, bool):
+        if not _is_int(pid):
             raise ValueError(f"pid must be an int, got {pid!r}")
         pid = int(pid)
         if not 0 <= pid < self._max_processes:
@@ -448,7 +447,7 @@ class DepthPoolAllocator:
         return self._holder[self._check_id(tcb)]
 
     def _check_id(self, tcb: Any) -> int:
-        if not isinstance(tcb, (int, np.integer)) or isinstance(tcb, bool):
+        if not _is_int(tcb):
             raise ValueError(f"TCB {tcb!r} is not an int")
         tcb = int(tcb)
         if not 0 <= tcb < self._total:
@@ -634,7 +633,7 @@ def _rebuild(cls: type, state: dict[str, Any]) -> DepthPoolAllocator:
 
 
 def _validate_count(name: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+    if not _is_int(value):
         raise ValueError(f"{name} must be an int, got {value!r}")
     if value < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value}")
