@@ -50,6 +50,7 @@ depth is the length of the longest run.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import pickle
 import sys
@@ -66,7 +67,9 @@ __all__ = [
     "CheckResult",
     "ConfigError",
     "Step",
+    "add_arguments",
     "add_parser",
+    "allocator_class",
     "check",
     "load_config",
     "main",
@@ -88,13 +91,6 @@ DEFAULT_UNRESERVED = 2
 DEFAULT_MAX_OPS = 5
 DEFAULT_MAX_STATES = 3_000_000
 
-# Keys of the simulator's config that have no meaning in this model: accepted
-# (so one file serves both commands) and listed as ignored in the result.
-_SIMULATOR_ONLY = {
-    "controller": {"seed", "message_latency_ms"},
-    "reservation": {"system_tcbs"},
-}
-_SIMULATOR_TABLES = {"volumes", "workload", "flashcopy"}
 _USED = {
     "controller": ("clusters", "policy"),
     "reservation": ("depths", "unreserved", "wake"),
@@ -198,16 +194,17 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> tuple[Check
     """Read a check config from TOML; return it and the ignored simulator keys.
 
     Tables and keys used: ``[controller]`` clusters, policy; ``[reservation]``
-    depths, unreserved, wake; ``[check]`` max_ops, hops, max_states. Keys of the
-    simulator's config that mean nothing here (``seed``, ``message_latency_ms``,
-    ``system_tcbs``, ``[volumes]``, ``[workload]``, ``[[flashcopy]]``) are
-    ignored and returned. ``overrides`` (e.g. ``policy="shared"``; ``None``
+    depths, unreserved, wake; ``[check]`` max_ops, hops, max_states. The other
+    keys and tables of the simulator's config (``controller.seed``,
+    ``[workload]``, ``[[flashcopy]]``, ...) mean nothing here: they are ignored
+    and returned, so one file can serve ``simulate`` and ``check``. ``overrides`` (e.g. ``policy="shared"``; ``None``
     values are skipped) win over the file.
 
     Raises :class:`ConfigError` naming the key for an unknown key or a bad
     value, and for a file that is missing or not TOML.
     """
     raw: dict[str, Any] = {}
+    simulator = _simulator_keys()
     if path is not None:
         try:
             with open(path, "rb") as f:
@@ -219,39 +216,57 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> tuple[Check
     values: dict[str, Any] = {}
     ignored: list[str] = []
     for table, content in raw.items():
-        if table in _SIMULATOR_TABLES:
-            ignored.append(table)
-            continue
         if table not in _USED:
-            raise ConfigError(
-                f"unknown table [{table}] (check reads [controller], [reservation], [check])"
-            )
+            if table in simulator:
+                ignored.append(table)
+                continue
+            raise ConfigError(f"{table}: unknown table (check reads [controller], [reservation], [check])")
         if not isinstance(content, dict):
             raise ConfigError(f"{table} must be a table, got {content!r}")
         for key, value in content.items():
             if key in _USED[table]:
                 values[key] = value
-            elif key in _SIMULATOR_ONLY.get(table, ()):
+            elif key in simulator.get(table, ()):
                 ignored.append(f"{table}.{key}")
             else:
-                raise ConfigError(
-                    f"unknown key {table}.{key} (known in [{table}]: {', '.join(_USED[table])})"
-                )
+                raise ConfigError(f"{table}.{key}: unknown key (check uses {', '.join(_USED[table])})")
     values.update({k: v for k, v in overrides.items() if v is not None})
     if "depths" in values:
         values["depths"] = _depths("reservation.depths", values["depths"])
     return CheckConfig(**values), ignored
 
 
+def _simulator_keys() -> dict[str, frozenset[str]]:
+    """Tables of the simulator's config and their keys (empty for arrays of tables)."""
+    from pyresv.config import Config
+
+    out: dict[str, frozenset[str]] = {}
+    for f in dataclasses.fields(Config):
+        d = f.default
+        out[f.name] = frozenset(g.name for g in dataclasses.fields(d)) if dataclasses.is_dataclass(d) else frozenset()
+    return out
+
+
 # --------------------------------------------------------------- allocators
 def allocator_class(name: str = "compiled") -> type:
-    """The allocator class to check: ``"compiled"`` (the Cython core) or ``"reference"``."""
-    if name == "compiled":
-        from pyresv._core.allocator import DepthPoolAllocator
-    elif name == "reference":
-        from pyresv.reference import DepthPoolAllocator
-    else:
-        raise ConfigError(f"allocator must be 'compiled' or 'reference', got {name!r}")
+    """The allocator class to check: ``"compiled"`` (the Cython core), ``"reference"``
+    (the pure-Python oracle) or ``"auto"`` (the core when it is built, else the reference).
+
+    Raises :class:`ConfigError` for another name, or for ``"compiled"`` when the
+    core is not built.
+    """
+    if name in ("compiled", "auto"):
+        try:
+            from pyresv._core.allocator import DepthPoolAllocator
+        except ImportError as e:
+            if name == "compiled":
+                raise ConfigError(f"the compiled allocator is not built ({e}); use --allocator reference") from None
+        else:
+            return DepthPoolAllocator
+    elif name != "reference":
+        raise ConfigError(f"allocator must be 'compiled', 'reference' or 'auto', got {name!r}")
+    from pyresv.reference import DepthPoolAllocator
+
     return DepthPoolAllocator
 
 
@@ -692,21 +707,23 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
             "3: --max-states reached first."
         ),
     )
-    _add_arguments(p)
+    add_arguments(p)
     p.set_defaults(func=run_cli)
     return p
 
 
-def _add_arguments(p: argparse.ArgumentParser) -> None:
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """Add the options of ``pyresv check`` to ``p`` (run them with :func:`run_cli`)."""
     p.add_argument("config", nargs="?", metavar="CONFIG", help="TOML config ([controller], [reservation], [check])")
     p.add_argument("--policy", choices=POLICIES, help="override controller.policy")
     p.add_argument("--max-ops", type=int, metavar="N", help=f"concurrent operations (default {DEFAULT_MAX_OPS})")
     p.add_argument("--max-states", type=int, metavar="N", help=f"stop after N states (default {DEFAULT_MAX_STATES})")
     p.add_argument(
         "--allocator",
-        choices=ALLOCATORS,
+        choices=("auto", *ALLOCATORS),
         default="compiled",
-        help="allocator under check: the Cython core (default) or the pure-Python reference",
+        help="allocator under check: the Cython core (default), the pure-Python reference, "
+        "or auto (the core when built, else the reference)",
     )
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
@@ -722,7 +739,7 @@ def run_cli(args: argparse.Namespace) -> int:
         print(f"pyresv check: error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
     result = check(cfg, allocator=factory, ignored_keys=ignored)
-    result.allocator = args.allocator
+    result.allocator = "reference" if factory.__module__ == "pyresv.reference" else "compiled"
     if args.json:
         print(json.dumps(result.to_json()))
     else:
@@ -758,8 +775,8 @@ def _report(r: CheckResult) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m pyresv.modelcheck [CONFIG] [--policy ...] [--max-ops N] [--json]``."""
-    p = argparse.ArgumentParser(prog="pyresv check", description=add_parser.__doc__)
-    _add_arguments(p)
+    p = argparse.ArgumentParser(prog="pyresv check", description=__doc__.split("\n", 1)[0])
+    add_arguments(p)
     args = p.parse_args(argv)
     return run_cli(args)
 
