@@ -181,7 +181,7 @@ SMALL_CONFIGS = [
 
 
 def _cfg_id(c: CheckConfig) -> str:
-    depths = "".join(f"{p}x{n}" for p, n in c.depths)
+    depths = "_".join(f"{p}x{n}" for p, n in c.depths)
     return f"{c.policy}-c{c.clusters}-{depths}-u{c.unreserved}-ops{c.max_ops}-hops{c.hops}-{c.wake}"
 
 
