@@ -14,7 +14,7 @@ import sys
 import time
 from typing import Any, Callable
 
-from pyresv import __version__
+from pyresv import __version__, modelcheck
 from pyresv.config import Config, ConfigError, default_config, load, to_toml
 
 __all__ = ["build_parser", "main", "COMMANDS"]
@@ -209,6 +209,8 @@ COMMANDS: dict[str, Command] = {
              _args_size, _cmd_size),
     "report": ("plot deadlock rate and throughput against reserve size from a sweep CSV",
                _args_report, _cmd_report),
+    "check": ("exhaustive model check: every interleaving of a small controller",
+              modelcheck.add_arguments, modelcheck.run_cli),
 }
 
 
