@@ -137,9 +137,9 @@ def _replay_json(result: dict[str, Any], cfg: CheckConfig) -> tuple[list, dict[i
 
 
 def _check_cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
-    # From a neutral folder, so ``-m`` imports the installed package.
+    # ``pyresv check``, from a neutral folder so ``-m`` imports the installed package.
     return subprocess.run(
-        [sys.executable, "-m", "pyresv.modelcheck", *args],
+        [sys.executable, "-m", "pyresv", "check", *args],
         capture_output=True,
         text=True,
         timeout=120,
@@ -364,6 +364,24 @@ def test_main_exit_codes_and_json(capsys: pytest.CaptureFixture) -> None:
     assert main(["--max-ops", "5", "--policy", "shared", "--allocator", "reference"]) == 1
     text = capsys.readouterr().out
     assert "shortest trace to a deadlock" in text and "wait forever" in text
+
+
+def test_pyresv_check_bad_input_exits_2(tmp_path: Path) -> None:
+    (tmp_path / "bad.toml").write_text("[check]\nmax_ops = 2\nspeed = 3\n")
+    proc = _check_cli(tmp_path, "bad.toml")
+    assert proc.returncode == 2
+    assert "check.speed: unknown key" in proc.stderr and proc.stdout == ""
+    proc = _check_cli(tmp_path, "--max-ops", "many")
+    assert proc.returncode == 2 and "--max-ops" in proc.stderr
+
+
+def test_module_entry_point_runs(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "pyresv.modelcheck", "--max-ops", "1"],
+        capture_output=True, text=True, timeout=120, check=False, cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "states: 7 distinct" in proc.stdout and "no deadlock" in proc.stdout
 
 
 def test_default_size_depth_explores_1e5_states_without_deadlock(tmp_path: Path) -> None:
