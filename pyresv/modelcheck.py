@@ -480,6 +480,15 @@ def _default_clone(factory: Callable[..., Any]) -> str:
     return "pickle" if isinstance(factory, type) and issubclass(factory, Reference) else "replay"
 
 
+def _allocator_name(factory: Any) -> str:
+    module = getattr(factory, "__module__", "")
+    if module == "pyresv._core.allocator":
+        return "compiled"
+    if module == "pyresv.reference":
+        return "reference"
+    return f"{module}.{getattr(factory, '__qualname__', repr(factory))}"
+
+
 def _dumps(allocator: Any) -> bytes:
     return pickle.dumps(allocator, pickle.HIGHEST_PROTOCOL)
 
@@ -506,7 +515,7 @@ class CheckResult:
     violation: str | None  # a conservation failure, if any
     elapsed_s: float
     config: CheckConfig
-    allocator: str
+    allocator: str  # "compiled", "reference", or the class checked
     ignored_keys: list[str] = field(default_factory=list)
 
     @property
@@ -562,10 +571,7 @@ def check(
     conservation violation or at ``cfg.max_states`` (then ``complete`` is False).
     """
     cfg = cfg or CheckConfig()
-    if isinstance(allocator, str):
-        factory, name = allocator_class(allocator), allocator
-    else:
-        factory, name = allocator, getattr(allocator, "__module__", "custom")
+    factory = allocator_class(allocator) if isinstance(allocator, str) else allocator
     t0 = time.perf_counter()
     model = _Model(cfg, factory, clone or _default_clone(factory))
     start = model.initial()
@@ -641,7 +647,7 @@ def check(
         violation=violation,
         elapsed_s=time.perf_counter() - t0,
         config=cfg,
-        allocator=name,
+        allocator=_allocator_name(factory),
         ignored_keys=list(ignored_keys),
     )
 
@@ -739,7 +745,6 @@ def run_cli(args: argparse.Namespace) -> int:
         print(f"pyresv check: error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
     result = check(cfg, allocator=factory, ignored_keys=ignored)
-    result.allocator = "reference" if factory.__module__ == "pyresv.reference" else "compiled"
     if args.json:
         print(json.dumps(result.to_json()))
     else:
@@ -754,7 +759,8 @@ def _report(r: CheckResult) -> str:
         f"depths {[list(d) for d in cfg.depths]}, unreserved {cfg.unreserved} "
         f"({cfg.tcbs_per_cluster} TCBs per cluster), {cfg.max_ops} ops of {cfg.hops} steps, "
         f"{r.allocator} allocator",
-        f"states: {r.states} distinct, {r.transitions} transitions, longest run {r.bfs_depth} steps, "
+        f"states: {r.states} distinct (up to renaming identical TCBs), {r.transitions} transitions, "
+        f"longest run {r.bfs_depth} steps, "
         f"{r.elapsed_s:.1f} s" + ("" if r.complete else f" (INCOMPLETE: max_states {cfg.max_states} reached)"),
         f"deadlocked states: {r.deadlocks}; completed states: {r.completed_states}",
     ]

@@ -198,17 +198,25 @@ def test_state_count_matches_an_independent_explorer(cfg: CheckConfig) -> None:
         assert r.trace == [] and r.completed_states == 1
 
 
-def test_compiled_and_reference_agree_and_clone_method_does_not_matter() -> None:
-    cfg = CheckConfig(depths=((2, 1), (1, 1), (1, 1)), unreserved=1, max_ops=4)
+@pytest.mark.parametrize(
+    "cfg",
+    [
+        CheckConfig(depths=((1, 1), (1, 1)), unreserved=1, max_ops=4),
+        CheckConfig(depths=((1, 1),) * 3, unreserved=0, max_ops=4, policy="shared"),
+    ],
+    ids=_cfg_id,
+)
+def test_compiled_and_reference_agree_and_clone_method_does_not_matter(cfg: CheckConfig) -> None:
     runs = [
         check(cfg, allocator="compiled", clone="replay"),
         check(cfg, allocator="compiled", clone="pickle"),
         check(cfg, allocator="reference", clone="pickle"),
         check(cfg, allocator="reference", clone="replay"),
     ]
-    figures = {(r.states, r.transitions, r.deadlocks, r.bfs_depth) for r in runs}
+    figures = {(r.states, r.transitions, r.deadlocks, r.bfs_depth, tuple(r.trace)) for r in runs}
     assert len(figures) == 1, figures
-    assert runs[0].states > 1000 and runs[0].deadlocks == 0
+    assert runs[0].states > 1000
+    assert [r.allocator for r in runs] == ["compiled", "compiled", "reference", "reference"]
 
 
 # --------------------------------------------------------------- deadlocks
@@ -355,15 +363,20 @@ def test_missing_config_file_is_bad_input(tmp_path: Path, capsys: pytest.Capture
 
 
 # --------------------------------------------------------------------- CLI
-def test_main_exit_codes_and_json(capsys: pytest.CaptureFixture) -> None:
+def test_main_exit_codes_and_json(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert main(["--max-ops", "2", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert JSON_FIELDS <= set(out)
     assert (out["policy"], out["deadlocks"], out["trace"], out["allocator"]) == ("depth", 0, [], "compiled")
     assert isinstance(out["states"], int) and out["states"] > 7
-    assert main(["--max-ops", "5", "--policy", "shared", "--allocator", "reference"]) == 1
+    path = tmp_path / "small.toml"
+    path.write_text("[controller]\npolicy = 'shared'\n[reservation]\ndepths = [[1, 1], [1, 1], [1, 1]]\nunreserved = 0\n")
+    assert main([str(path), "--max-ops", "4", "--allocator", "reference"]) == 1
     text = capsys.readouterr().out
-    assert "shortest trace to a deadlock" in text and "wait forever" in text
+    assert "policy shared" in text and "reference allocator" in text
+    assert "shortest trace to a deadlock (10 steps)" in text and "wait forever" in text
+    assert main([str(path), "--max-ops", "4", "--policy", "depth"]) == 0
+    assert "no deadlock: every interleaving completes" in capsys.readouterr().out
 
 
 def test_pyresv_check_bad_input_exits_2(tmp_path: Path) -> None:

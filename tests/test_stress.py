@@ -19,7 +19,6 @@ from collections import Counter, deque
 from typing import Any, Callable
 
 import numpy as np
-import pytest
 
 from pyresv import PENDING, AllocatorError
 from pyresv._core.allocator import DepthPoolAllocator as Core
