@@ -720,6 +720,10 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Add the options of ``pyresv check`` to ``p`` (run them with :func:`run_cli`)."""
+    p.epilog = (
+        "exit status: 0 every interleaving completes; 1 a deadlock (or a conservation "
+        "violation) was found; 2 bad input; 3 --max-states reached before the end"
+    )
     p.add_argument("config", nargs="?", metavar="CONFIG", help="TOML config ([controller], [reservation], [check])")
     p.add_argument("--policy", choices=POLICIES, help="override controller.policy")
     p.add_argument("--max-ops", type=int, metavar="N", help=f"concurrent operations (default {DEFAULT_MAX_OPS})")
