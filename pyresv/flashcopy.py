@@ -105,7 +105,9 @@ class FlashCopyFlows:
         first (stage intercept, [0006]). The result is checked by the oracle."""
         sim = self.sim
         c = vol.home
-        tcb = yield from sim.acquire(proc, c, 1, False, "read")
+        tcb = sim.try_acquire(proc, c, 1, False, "read")
+        if tcb < 0:
+            tcb = yield from sim.granted(proc)
         yield sim.timeout(self.t_read)
         while True:
             rel = vol.in_rel
@@ -130,7 +132,9 @@ class FlashCopyFlows:
         """A host write into the cache (write-back; destaged later)."""
         sim = self.sim
         c = vol.home
-        tcb = yield from sim.acquire(proc, c, 1, False, "partial-write" if partial else "write")
+        tcb = sim.try_acquire(proc, c, 1, False, "partial-write" if partial else "write")
+        if tcb < 0:
+            tcb = yield from sim.granted(proc)
         yield sim.timeout(self.t_write)
         # [0009]: a dirty track that is a relationship's point-in-time image
         # must reach the disk before it is overwritten.
@@ -163,7 +167,9 @@ class FlashCopyFlows:
             return
         sim = self.sim
         c = vol.home
-        tcb = yield from sim.acquire(proc, c, 1, False, "destage")
+        tcb = sim.try_acquire(proc, c, 1, False, "destage")
+        if tcb < 0:
+            tcb = yield from sim.granted(proc)
         yield from self.destage_track(proc, vol, t, 1)
         sim.release(proc, c, tcb)
 
@@ -288,7 +294,9 @@ class FlashCopyFlows:
             yield before.established
         sim = self.sim
         c = rel.source.home
-        tcb = yield from sim.acquire(proc, c, 1, False, "establish")
+        tcb = sim.try_acquire(proc, c, 1, False, "establish")
+        if tcb < 0:
+            tcb = yield from sim.granted(proc)
         yield sim.timeout(self.t_establish)
         yield from sim.call(proc, c, 1, rel.target.home, "establish-target", self._establish_target, rel)
         sim.release(proc, c, tcb)
@@ -323,7 +331,9 @@ class FlashCopyFlows:
             return
         sim = self.sim
         c = rel.source.home
-        tcb = yield from sim.acquire(proc, c, 1, False, "withdraw")
+        tcb = sim.try_acquire(proc, c, 1, False, "withdraw")
+        if tcb < 0:
+            tcb = yield from sim.granted(proc)
         yield sim.timeout(self.t_establish)
         yield from sim.call(proc, c, 1, rel.target.home, "withdraw-target", self._withdraw_target, rel)
         sim.release(proc, c, tcb)
@@ -356,7 +366,9 @@ class FlashCopyFlows:
                 return
             if rel.copied[t]:
                 continue
-            tcb = yield from sim.acquire(proc, c, 1, False, "bg-copy")
+            tcb = sim.try_acquire(proc, c, 1, False, "bg-copy")
+            if tcb < 0:
+                tcb = yield from sim.granted(proc)
             img = yield from sim.call(proc, c, 1, src_home, "stage-source", self._stage_source, rel, t)
             if img is not None:
                 yield sim.timeout(self.t_copy)
