@@ -103,7 +103,7 @@ def _explore(cfg: CheckConfig, cls: type) -> dict[str, int]:
     return out
 
 
-# ---------------------------------------------------------------- helpers
+# ------------------------------------------------ trace replay, CLI runner
 def _replay_json(result: dict[str, Any], cfg: CheckConfig) -> tuple[list, dict[int, str]]:
     """Re-apply the JSON trace's calls on fresh compiled allocators, checking
     every return value and grant; return the allocators and each op's status."""
