@@ -3,7 +3,9 @@
 The keys are DESIGN section 3's stable minimum plus a few extras (marked
 below). Validation is table driven: every table is a frozen dataclass whose
 fields carry a validator in their metadata, so adding a key (or a table such
-as a future ``[faults]``) is one field with one validator. Every error is a
+as ``[faults]``) is one field with one validator; an array of tables inside a
+table (``[[faults.cluster_fail]]``) is a field whose validator parses each
+entry as a nested dataclass. Every error is a
 :class:`ConfigError` whose message starts with the dotted key it is about,
 e.g. ``reservation.depths[1]: pool_size must be >= 1``.
 
@@ -31,6 +33,9 @@ __all__ = [
     "TimingConfig",
     "MetricsConfig",
     "OpConfig",
+    "FaultsConfig",
+    "ClusterFailConfig",
+    "ProcessDeathConfig",
     "OP_KINDS",
     "DEFAULT_TOML",
     "default_config",
@@ -123,6 +128,26 @@ def _depths(key: str, value: Any) -> tuple[tuple[int, int], ...]:
             raise ConfigError(f"{k}: pool_size must be >= 1, got {size!r}")
         out.append((pools, size))
     return tuple(out)
+
+
+def _range_ms(key: str, value: Any) -> tuple[float, float]:
+    # A [min, max] pair of non-negative times.
+    if not isinstance(value, list) or len(value) != 2:
+        raise ConfigError(f"{key}: must be a [min, max] pair, got {value!r}")
+    lo, hi = (_float(0.0)(f"{key}[{i}]", v) for i, v in enumerate(value))
+    if hi < lo:
+        raise ConfigError(f"{key}: max {hi} is below min {lo}")
+    return (lo, hi)
+
+
+def _tables(cls: type) -> Validator:
+    # An array of tables, each parsed as the dataclass ``cls``.
+    def check(key: str, value: Any) -> tuple[Any, ...]:
+        if not isinstance(value, list):
+            raise ConfigError(f"{key}: must be an array of tables ([[{key}]]), got {value!r}")
+        return tuple(_parse_section(cls, item, f"{key}[{i}]") for i, item in enumerate(value))
+
+    return check
 
 
 def _key(check: Validator, doc: str) -> dict[str, Any]:
@@ -240,6 +265,70 @@ class OpConfig:
     track: int = field(default=0, metadata=_key(_int(0), "track"))
 
 
+@dataclass(frozen=True)
+class ClusterFailConfig:
+    """One ``[[faults.cluster_fail]]``: a cluster fails at ``at_s``."""
+
+    cluster: int = field(default=0, metadata=_key(_int(0), "the cluster that fails"))
+    at_s: float = field(default=0.0, metadata=_key(_float(0.0), "failure time"))
+
+
+@dataclass(frozen=True)
+class ProcessDeathConfig:
+    """One ``[[faults.process_death]]``: a process dies at ``at_s``.
+
+    The victim is the live process ``pid``, or else the process holding a TCB
+    at ``level`` on ``cluster`` (the lowest pid when several do). Exactly one
+    of the two addressings is given.
+    """
+
+    at_s: float = field(default=0.0, metadata=_key(_float(0.0), "time of death"))
+    pid: int | None = field(default=None, metadata=_key(_optional(_int(0)), "the live process with this pid"))
+    cluster: int | None = field(
+        default=None, metadata=_key(_optional(_int(0)), "with level: the holder of a TCB there")
+    )
+    level: int | None = field(default=None, metadata=_key(_optional(_int(1)), "with cluster: that TCB's level"))
+
+
+@dataclass(frozen=True)
+class FaultsConfig:
+    """``[faults]`` (extra): faults injected into a run; none by default.
+
+    Messages between clusters (a call's request and its reply) are lost with
+    probability ``message_loss`` and delayed by ``message_delay_ms`` (uniform
+    in [min, max]) on top of ``controller.message_latency_ms``. A sender
+    notices a lost message ``message_timeout_ms`` after sending it and sends
+    the request again, at most ``message_retries`` times; then the operation
+    fails and releases what it holds. An operation aborted by a cluster
+    failure or a process death is started again after ``retry_delay_ms``, at
+    most ``op_retries`` times.
+    """
+
+    message_loss: float = field(default=0.0, metadata=_key(_float(0.0, 1.0), "probability a message is lost"))
+    message_delay_ms: tuple[float, float] = field(
+        default=(0.0, 0.0), metadata=_key(_range_ms, "extra [min, max] delay of a message")
+    )
+    message_timeout_ms: float = field(
+        default=1.0, metadata=_key(_float(positive=True), "a lost message is noticed this long after it was sent")
+    )
+    message_retries: int = field(default=3, metadata=_key(_int(0, 1000), "resends of a request before the call fails"))
+    op_retries: int = field(default=1, metadata=_key(_int(0, 1000), "restarts of an aborted operation"))
+    retry_delay_ms: float = field(default=0.1, metadata=_key(_float(0.0), "delay before an aborted operation restarts"))
+    cluster_fail: tuple[ClusterFailConfig, ...] = field(
+        default=(), metadata=_key(_tables(ClusterFailConfig), "[[faults.cluster_fail]] entries")
+    )
+    process_death: tuple[ProcessDeathConfig, ...] = field(
+        default=(), metadata=_key(_tables(ProcessDeathConfig), "[[faults.process_death]] entries")
+    )
+
+    @property
+    def active(self) -> bool:
+        """Whether any fault is injected."""
+        return bool(
+            self.message_loss > 0 or self.message_delay_ms[1] > 0 or self.cluster_fail or self.process_death
+        )
+
+
 _TABLES: dict[str, type] = {
     "controller": ControllerConfig,
     "reservation": ReservationConfig,
@@ -247,6 +336,7 @@ _TABLES: dict[str, type] = {
     "workload": WorkloadConfig,
     "timing": TimingConfig,
     "metrics": MetricsConfig,
+    "faults": FaultsConfig,
 }
 _ARRAYS: dict[str, type] = {"flashcopy": FlashCopyConfig, "ops": OpConfig}
 
@@ -262,6 +352,7 @@ class Config:
     workload: WorkloadConfig = WorkloadConfig()
     timing: TimingConfig = TimingConfig()
     metrics: MetricsConfig = MetricsConfig()
+    faults: FaultsConfig = FaultsConfig()
     flashcopy: tuple[FlashCopyConfig, ...] = ()
     ops: tuple[OpConfig, ...] = ()
 
@@ -298,10 +389,17 @@ def _section_dict(section: Any) -> dict[str, Any]:
         value = getattr(section, f.name)
         if value is None:
             continue
-        if isinstance(value, tuple):  # depths
-            value = [list(v) for v in value]
-        out[f.name] = value
+        out[f.name] = _plain(value)
     return out
+
+
+def _plain(value: Any) -> Any:
+    # Tuples (depths, [min, max] pairs, arrays of tables) as TOML-ready lists.
+    if dataclasses.is_dataclass(value):
+        return _section_dict(value)
+    if isinstance(value, tuple):
+        return [_plain(v) for v in value]
+    return value
 
 
 def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
@@ -458,10 +556,42 @@ def _check_ops(config: Config) -> None:
             raise ConfigError(f"ops[{i}].track: track {op.track} does not exist (volumes.tracks = {tracks})")
 
 
+def _check_faults(config: Config) -> None:
+    from pyresv.simulation import MAX_PROCESSES
+
+    clusters = config.controller.clusters
+    seen: dict[int, int] = {}
+    for i, cf in enumerate(config.faults.cluster_fail):
+        key = f"faults.cluster_fail[{i}].cluster"
+        if cf.cluster >= clusters:
+            raise ConfigError(f"{key}: cluster {cf.cluster} does not exist (controller.clusters = {clusters})")
+        if cf.cluster in seen:
+            raise ConfigError(f"{key}: cluster {cf.cluster} already fails in faults.cluster_fail[{seen[cf.cluster]}]")
+        seen[cf.cluster] = i
+        if len(seen) == clusters:
+            raise ConfigError(f"{key}: every cluster would fail; at least one must survive")
+    for i, pd in enumerate(config.faults.process_death):
+        key = f"faults.process_death[{i}]"
+        by_place = pd.cluster is not None or pd.level is not None
+        if (pd.pid is None) == (not by_place):
+            raise ConfigError(f"{key}: give either pid, or cluster and level (the holder of a TCB there)")
+        if pd.pid is not None and pd.pid >= MAX_PROCESSES:
+            raise ConfigError(f"{key}.pid: must be < {MAX_PROCESSES}, got {pd.pid}")
+        if by_place:
+            if pd.cluster is None or pd.level is None:
+                missing = "cluster" if pd.cluster is None else "level"
+                raise ConfigError(f"{key}.{missing}: cluster and level go together")
+            if pd.cluster >= clusters:
+                raise ConfigError(f"{key}.cluster: cluster {pd.cluster} does not exist (controller.clusters = {clusters})")
+            if pd.level > config.levels:
+                raise ConfigError(f"{key}.level: level {pd.level} does not exist ({config.levels} depth levels)")
+
+
 _CROSS_CHECKS: list[Callable[[Config], None]] = [
     _check_reservation,
     _check_flashcopy,
     _check_ops,
+    _check_faults,
 ]
 
 
@@ -562,8 +692,18 @@ def to_toml(config: Config) -> str:
     lines: list[str] = []
     for name in _TABLES:
         lines.append(f"[{name}]")
-        lines.extend(f"{k} = {_toml_value(v)}" for k, v in data[name].items())
+        nested = []
+        for k, v in data[name].items():
+            if isinstance(v, list) and v and all(isinstance(x, dict) for x in v):
+                nested.append((k, v))  # [[table.key]] after the table's own keys
+            else:
+                lines.append(f"{k} = {_toml_value(v)}")
         lines.append("")
+        for k, items in nested:
+            for item in items:
+                lines.append(f"[[{name}.{k}]]")
+                lines.extend(f"{ik} = {_toml_value(iv)}" for ik, iv in item.items())
+                lines.append("")
     for name in _ARRAYS:
         for item in data[name]:
             lines.append(f"[[{name}]]")

@@ -60,10 +60,13 @@ def wait_for_graph(
 ) -> WaitFor:
     """Build the wait-for graph from the allocators' ownership (``holder``,
     ``level_of``) and, per pid, its held steps (outermost first) and pending
-    request."""
+    request. A ``None`` allocator is a failed cluster's."""
     # Per cluster: the level and holder of every TCB (level 0: unreserved).
     tables = []
     for alloc in allocators:
+        if alloc is None:  # a failed cluster: nothing is held or pending there
+            tables.append([])
+            continue
         tables.append([(alloc.level_of(t), alloc.holder(t)) for t in range(alloc.total)])
     edges: dict[int, dict[int, list[tuple[int, int]]]] = {}
     for pid in sorted(pending):

@@ -25,6 +25,12 @@ wait), so concurrent flows cannot break a point-in-time image:
   it first ([0009]);
 * a copied track is installed on a target only while the relationship is
   active and the track still uncopied.
+
+The same property makes the flows safe to abort at any wait (faults: a
+cluster failure or a process death interrupts a process there, or a call
+fails after its message retries): an aborted flow has made each of its
+mutations completely or not at all, and a restarted one re-checks. Establish
+is idempotent: a restart finds the relationship established and stops.
 """
 
 from __future__ import annotations
@@ -36,12 +42,13 @@ from pyresv.topology import Content, Volume
 if TYPE_CHECKING:
     from pyresv.simulation import Proc, Simulation
 
-__all__ = ["Relationship", "FlashCopyFlows", "PENDING_REL", "ACTIVE", "ENDED", "WITHDRAWN"]
+__all__ = ["Relationship", "FlashCopyFlows", "PENDING_REL", "ACTIVE", "ENDED", "WITHDRAWN", "FAILED"]
 
 PENDING_REL = "pending"
 ACTIVE = "active"
 ENDED = "ended"
 WITHDRAWN = "withdrawn"
+FAILED = "failed"  # its establish failed for good (faults); never established
 
 Flow = Generator[Any, Any, Any]
 
@@ -292,6 +299,8 @@ class FlashCopyFlows:
         must be established first."""
         if before is not None and before.state is PENDING_REL:
             yield before.established
+        if rel.state is not PENDING_REL:  # a restart after the table entries were made
+            return
         sim = self.sim
         c = rel.source.home
         tcb = sim.try_acquire(proc, c, 1, False, "establish")
@@ -303,6 +312,8 @@ class FlashCopyFlows:
 
     def _establish_target(self, proc: Proc, level: int, rel: Relationship) -> Flow:
         yield self.sim.timeout(self.t_establish)
+        if rel.state is not PENDING_REL:  # a duplicate request (faults): done already
+            return None
         src, tgt = rel.source, rel.target
         src.gen += 1
         rel.gen = src.gen
@@ -321,6 +332,13 @@ class FlashCopyFlows:
             for k in range(rel.streams):
                 self.sim.spawn("bg-copy", self.background_copy, rel, k)
         return None
+
+    def establish_failed(self, rel: Relationship) -> None:
+        """The establish of ``rel`` failed for good (faults): it never
+        becomes active, and whoever waits for it (a cascade, a withdraw) goes on."""
+        if rel.state is PENDING_REL:
+            rel.state = FAILED
+            rel.established.succeed()
 
     def withdraw(self, proc: Proc, rel: Relationship) -> Flow:
         """Withdraw ``rel``: both table entries go; uncopied target tracks
@@ -359,13 +377,14 @@ class FlashCopyFlows:
         """Copy every ``streams``-th track from ``stream`` on, one TCB per
         track on the target's cluster; the last copy ends the relationship."""
         sim = self.sim
-        c = rel.target.home
-        src_home = rel.source.home
+        source, target = rel.source, rel.target
         for t in range(stream, self.tracks, rel.streams):
             if rel.state is not ACTIVE:
                 return
             if rel.copied[t]:
                 continue
+            c = target.home  # read per track: a failover moves volumes
+            src_home = source.home
             tcb = sim.try_acquire(proc, c, 1, False, "bg-copy")
             if tcb < 0:
                 tcb = yield from sim.granted(proc)

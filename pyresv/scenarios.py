@@ -23,6 +23,22 @@ Volume ``i`` lives on cluster ``i % 2``.
   (arrow 800): the target needs the full track staged; the stage destages the
   source's cache on the other cluster (arrow 810, L2), whose destage intercept
   first protects Target1's image on the first cluster (arrows 820/830, L3).
+
+Fault scenarios (:data:`FAULT_SCENARIOS`, ``pyresv faults``; the rules are in
+:mod:`pyresv.faults`):
+
+* ``cluster-failover``: cross-cluster reads, host writes and a background
+  copy in flight when cluster 1 fails at 3 ms: what ran on it is aborted and
+  restarted on cluster 0, which from then on does all the work, without a
+  cross-cluster hop.
+* ``owner-death`` (FIG 6A blocks 606/610, [0034]): one pool per level; the
+  read holding cluster 1's only level-2 pool dies while a second read waits
+  for that pool and a third for the first read's level-1 pool on cluster 0:
+  both pools go to their waiters, and the dead read restarts.
+* ``message-loss``: the cross-cluster reads with a third of the messages
+  lost and a jittered delay: lost requests and replies are resent after the
+  timeout, a resent request whose work was done is answered from the table,
+  and a call out of retries fails its operation cleanly.
 """
 
 from __future__ import annotations
@@ -33,7 +49,10 @@ from typing import Any, Callable
 from pyresv.config import Config, parse
 from pyresv.simulation import RunResult, run
 
-__all__ = ["Scenario", "SCENARIOS", "get", "run_scenario", "POLICIES"]
+__all__ = [
+    "Scenario", "SCENARIOS", "get", "run_scenario", "POLICIES",
+    "FaultScenario", "FAULT_SCENARIOS", "get_fault", "run_fault_scenario",
+]
 
 POLICIES = ("shared", "depth")
 
@@ -168,5 +187,95 @@ def run_scenario(
 ) -> RunResult:
     """Run one scenario under one policy; the result's summary has a ``scenario`` key."""
     result = run(get(name).config(policy), allocator_cls=allocator_cls, trace=trace)
+    result.scenario = name
+    return result
+
+
+# ------------------------------------------------------------------ faults
+def _cluster_failover() -> dict[str, Any]:
+    # Volume i lives on cluster i % 2. Targets on both clusters, a
+    # background copy into volume 0, Poisson host work on every volume, and a
+    # burst of stage intercepts in flight when cluster 1 fails.
+    d = _base(volumes=4, tracks=32)
+    d["reservation"] = {"depths": [[4, 2], [4, 2], [4, 2]], "unreserved": 4, "system_tcbs": 64}
+    d["flashcopy"] = [
+        {"source": 1, "target": 0, "at_s": 0.0, "background_copy": True, "copy_streams": 2},
+        {"source": 2, "target": 3, "at_s": 0.0, "background_copy": False},
+    ]
+    d["workload"] = {"duration_s": 6 * _MS, "rate_ops_per_s": 20000.0, "auto_destage": True}
+    d["timing"] = {"destage_delay_us": 1000.0}
+    d["ops"] = _ops("read", 0, range(16, 24), 2.9) + _ops("read", 3, range(8), 2.9)
+    d["faults"] = {"cluster_fail": [{"cluster": 1, "at_s": 3 * _MS}], "op_retries": 1}
+    return d
+
+
+def _owner_death() -> dict[str, Any]:
+    # Volume 1 (cluster 1) -> volume 0 (cluster 0). Three reads of uncopied
+    # target tracks at 1 ms with one pool of one TCB per level and nothing
+    # unreserved: read A (pid 0) holds c0's first L1 pool and c1's only L2
+    # pool (its stage intercept, 1.07-1.17 ms), read B holds c0's second L1
+    # pool and waits for that L2 pool, read C waits for an L1 pool on c0.
+    # A dies at 1.1 ms.
+    d = _base(volumes=2, tracks=4)
+    d["reservation"] = {"depths": [[2, 1], [1, 1], [1, 1]], "unreserved": 0, "system_tcbs": 64}
+    d["flashcopy"] = [{"source": 1, "target": 0, "at_s": 0.0, "background_copy": False}]
+    d["ops"] = _ops("read", 0, range(3), 1.0)
+    d["faults"] = {"process_death": [{"at_s": 1.1 * _MS, "cluster": 1, "level": 2}], "op_retries": 1}
+    return d
+
+
+def _message_loss() -> dict[str, Any]:
+    d = _cross_cluster()
+    d["faults"] = {
+        "message_loss": 1 / 3,
+        "message_delay_ms": [0.0, 0.05],
+        "message_timeout_ms": 0.5,
+        "message_retries": 2,
+    }
+    return d
+
+
+@dataclass(frozen=True)
+class FaultScenario:
+    """A named fault-injection scenario."""
+
+    name: str
+    cites: str
+    summary: str
+    _build: Callable[[], dict[str, Any]]
+
+    def config(self, policy: str = "depth") -> Config:
+        """The scenario's config under ``policy``."""
+        data = self._build()
+        data["controller"]["policy"] = policy
+        return parse(data)
+
+
+FAULT_SCENARIOS: dict[str, FaultScenario] = {
+    s.name: s
+    for s in (
+        FaultScenario("cluster-failover", "[faults] cluster_fail",
+                      "cluster 1 fails at 3 ms; its work moves to cluster 0", _cluster_failover),
+        FaultScenario("owner-death", "FIG 6A 606/610, [0034]",
+                      "a pool owner dies; its pools go to the waiters", _owner_death),
+        FaultScenario("message-loss", "[faults] message_*",
+                      "a third of the messages lost; resent, deduplicated, or failed cleanly", _message_loss),
+    )
+}
+
+
+def get_fault(name: str) -> FaultScenario:
+    """The fault scenario called ``name``; ``KeyError`` lists the known ones."""
+    try:
+        return FAULT_SCENARIOS[name]
+    except KeyError:
+        raise KeyError(f"unknown fault scenario {name!r} (known: {', '.join(FAULT_SCENARIOS)})") from None
+
+
+def run_fault_scenario(
+    name: str, policy: str = "depth", *, allocator_cls: type | None = None, trace: bool = False
+) -> RunResult:
+    """Run one fault scenario; the summary has ``scenario`` and ``faults`` keys."""
+    result = run(get_fault(name).config(policy), allocator_cls=allocator_cls, trace=trace)
     result.scenario = name
     return result

@@ -19,6 +19,10 @@ is held or pending.
 
 Deadlock: the event queue empties while processes are unfinished. Livelock
 guard: ``controller.max_sim_time_s`` stops the run and flags it.
+
+Faults (a ``[faults]`` table): cluster failures, process deaths and message
+faults are injected by :class:`pyresv.faults.FaultInjector`; the rules are in
+:mod:`pyresv.faults`. A run without faults takes none of those paths.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ import simpy
 
 from pyresv.config import Config
 from pyresv.deadlock import Step, describe, find_cycle, wait_for_graph
+from pyresv.faults import CallFailed, FaultInjector
 from pyresv.flashcopy import ACTIVE, FlashCopyFlows, Relationship
 from pyresv.metrics import OP_CODES, MetricsRecorder
 from pyresv.topology import Cluster, InitResult, Volume, carve, home_of
@@ -61,7 +66,7 @@ def default_allocator_cls() -> type:
 class Proc:
     """One simulated process (one pid): its held steps and pending request."""
 
-    __slots__ = ("pid", "kind", "start", "steps", "pending")
+    __slots__ = ("pid", "kind", "start", "steps", "pending", "task", "dead")
 
     def __init__(self, pid: int, kind: str, start: float) -> None:
         self.pid = pid
@@ -69,6 +74,8 @@ class Proc:
         self.start = start
         self.steps: list[tuple[int, int, str, int]] = []  # (cluster, level, name, tcb), outermost first
         self.pending: tuple[int, int, str] | None = None  # (cluster, level, name)
+        self.task: Task | None = None  # its SimPy process (set when faults may interrupt it)
+        self.dead = False  # aborted by a fault
 
     def __repr__(self) -> str:
         return f"Proc(pid={self.pid}, {self.kind}, steps={self.steps}, pending={self.pending})"
@@ -148,7 +155,10 @@ class Simulation:
                     [(0, 1)] * self.levels, self.tcbs_per_cluster, max_processes=max_processes, wake=r.wake
                 )
             self.clusters.append(Cluster(cid, alloc, self.env.event()))
-        self.allocators = [cl.allocator for cl in self.clusters]
+        # A failed cluster's entry becomes None; route[c] is the live cluster
+        # that does c's work (c itself until it fails).
+        self.allocators: list[Any] = [cl.allocator for cl in self.clusters]
+        self.route = list(range(self.C))
 
         v = config.volumes
         self.volumes = [Volume(i, home_of(i, self.C), v.tracks) for i in range(v.count)]
@@ -192,6 +202,9 @@ class Simulation:
         self.metrics = MetricsRecorder(self.C, self.levels)
         self.auto_destage = config.workload.auto_destage
         self.destage_delay = config.timing.destage_delay_us
+        self.faults: FaultInjector | None = (
+            FaultInjector(self, config.faults, c.seed) if config.faults.active else None
+        )
 
     # --------------------------------------------------------- primitives
     def try_acquire(self, proc: Proc, c: int, depth: int, remote: bool, name: str) -> int:
@@ -278,6 +291,8 @@ class Simulation:
         and a reply message. The caller keeps its TCB meanwhile ([0036])."""
         if dest == c:
             return (yield from fn(proc, level, *args))
+        if self.faults is not None:
+            return (yield from self.faults.call(proc, c, level, dest, name, fn, args))
         yield self.timeout(self.latency)
         cl = self.clusters[dest]
         if not cl.ready:
@@ -334,16 +349,28 @@ class Simulation:
         Task(self.env, self._process(kind, fn, args, delay, home, op))
 
     def _process(
-        self, kind: str, fn: Callable[..., Any], args: tuple, delay: float, home: int, op: int
+        self,
+        kind: str,
+        fn: Callable[..., Any],
+        args: tuple,
+        delay: float,
+        home: int,
+        op: int,
+        attempt: int = 0,
+        start: float = -1.0,
     ) -> Generator[Any, Any, None]:
         env = self.env
         if delay:
             yield env.timeout(delay)
-        start = env.now
+        if start < 0:
+            start = env.now  # a restarted operation keeps its first arrival time
         if home >= 0:
+            home = self.route[home]
             cl = self.clusters[home]
-            if not cl.ready:  # [0026] block 216: work only after the peers are ready
+            while not cl.ready:  # [0026] block 216: work only after the peers are ready
                 yield cl.ready_event
+                home = self.route[home]  # failed meanwhile: its survivor
+                cl = self.clusters[home]
         if self.free_pids:
             pid = self.free_pids.pop()
         elif self.next_pid < self.max_processes:
@@ -355,14 +382,19 @@ class Simulation:
             pid = yield ev
         proc = Proc(pid, kind, start)
         self.live[pid] = proc
-        yield from fn(proc, *args)
+        if self.faults is None:
+            yield from fn(proc, *args)
+        else:
+            proc.task = env.active_process
+            try:
+                yield from fn(proc, *args)
+            except (simpy.Interrupt, CallFailed) as exc:
+                self._ended_by_fault(proc, exc, kind, fn, args, home, op, attempt, start)
+                return
         del self.live[pid]
         if proc.steps or proc.pending:  # pragma: no cover - a flow bug
             raise RuntimeError(f"pid {pid} ({kind}) finished holding {proc.steps}")
-        if self.pid_waiters:
-            self.pid_waiters.popleft().succeed(pid)
-        else:
-            self.free_pids.append(pid)
+        self._free_pid(pid)
         now = env.now
         self.t_last = now
         if op >= 0:
@@ -372,22 +404,49 @@ class Simulation:
         else:
             self.internal_done += 1
 
+    def _free_pid(self, pid: int) -> None:
+        if self.pid_waiters:
+            self.pid_waiters.popleft().succeed(pid)
+        else:
+            self.free_pids.append(pid)
+
+    def _ended_by_fault(
+        self, proc: Proc, exc: BaseException, kind: str, fn: Callable[..., Any], args: tuple,
+        home: int, op: int, attempt: int, start: float,
+    ) -> None:
+        # An abort (its TCBs are back already) or a failed call: restart or fail.
+        faults = self.faults
+        assert faults is not None
+        env = self.env
+
+        def restart(delay: float) -> None:
+            Task(env, self._process(kind, fn, args, delay, home, op, attempt + 1, start))
+
+        failed = faults.ended(proc, exc, op, attempt, restart)
+        self._free_pid(proc.pid)
+        self.t_last = env.now
+        if failed and kind == "establish":
+            self.flows.establish_failed(args[0])
+
     def _init_cluster(self, cl: Cluster) -> Generator[Any, Any, None]:
         # FIG 2A/2B: every attempt takes time; then tell the peers ([0026]).
         yield self.timeout(self.config.timing.init_us * len(self.init.attempts))
-        cl.peers_ready += 1  # counts itself
-        self._maybe_ready(cl)
+        cl.reported.add(cl.cid)
+        self.maybe_ready(cl)
         for peer in self.clusters:
             if peer is not cl:
-                Task(self.env, self._ready_message(peer))
+                Task(self.env, self._ready_message(cl, peer))
 
-    def _ready_message(self, peer: Cluster) -> Generator[Any, Any, None]:
+    def _ready_message(self, cl: Cluster, peer: Cluster) -> Generator[Any, Any, None]:
         yield self.timeout(self.latency)
-        peer.peers_ready += 1
-        self._maybe_ready(peer)
+        peer.reported.add(cl.cid)
+        self.maybe_ready(peer)
 
-    def _maybe_ready(self, cl: Cluster) -> None:
-        if cl.peers_ready == self.C:
+    def maybe_ready(self, cl: Cluster) -> None:
+        """``cl`` accepts work once it and every live peer have reported ready."""
+        if cl.ready or not cl.alive:
+            return
+        if all(o.cid in cl.reported for o in self.clusters if o.alive):
             cl.ready = True
             cl.ready_at = self.env.now
             cl.ready_event.succeed()
@@ -475,6 +534,8 @@ class Simulation:
                 self.spawn("withdraw", self.flows.withdraw, rel,
                            delay=rel.withdraw_us, home=rel.source.home)
         Task(env, self._arrivals(*self._workload()))
+        if self.faults is not None:
+            self.faults.start()
 
         dt = self.config.metrics.sample_interval_ms * 1e3
         limit = self.config.controller.max_sim_time_s * 1e6
@@ -518,6 +579,8 @@ class Simulation:
         held_end = 0
         leaked = 0
         for alloc in self.allocators:
+            if alloc is None:  # a failed cluster
+                continue
             alloc.check()
             for t in range(alloc.total):
                 h = alloc.holder(t)
@@ -553,6 +616,7 @@ class Simulation:
             ],
             trace=self.trace,
             metrics=self.metrics,
+            faults=None if self.faults is None else self.faults.summary(),
         )
 
 
@@ -583,6 +647,7 @@ class RunResult:
     relationships: list[dict[str, Any]]
     trace: list[TraceEvent] | None
     metrics: MetricsRecorder
+    faults: dict[str, int] | None = None
     scenario: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -642,6 +707,8 @@ class RunResult:
             },
             relationships=self.relationships,
         )
+        if self.faults is not None:  # only when the config injects faults
+            out["faults"] = dict(self.faults)
         if self.violations:
             out["violations"] = self.violations
         out.update(self.extra)

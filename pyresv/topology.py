@@ -6,7 +6,12 @@
   tracks and every step touching its data runs there.
 * Initialization (FIGs 2A/2B): each cluster carves N1..ND TCBs for the depth
   pools out of its budget; when that fails it retries with smaller pools
-  ([0027]) and accepts work only after its peers report ready ([0026]).
+  ([0027]) and accepts work only after its live peers report ready ([0026]).
+* Failover (``[faults]``): when a cluster fails, its volumes move to the next
+  live cluster (:attr:`Volume.home` changes). Their cache and relationship
+  tables survive: the model assumes the survivor holds a copy of the failed
+  cluster's modified data in its non-volatile storage (NVS), as a
+  two-cluster controller's NVS does.
 """
 
 from __future__ import annotations
@@ -204,17 +209,20 @@ class Volume:
 
 
 class Cluster:
-    """One cluster: its allocator and whether it accepts work yet ([0026])."""
+    """One cluster: its allocator, whether it accepts work yet ([0026]) and
+    whether it is alive (a failed cluster has no allocator any more)."""
 
-    __slots__ = ("cid", "allocator", "ready", "ready_event", "ready_at", "peers_ready")
+    __slots__ = ("cid", "allocator", "ready", "ready_event", "ready_at", "reported", "alive")
 
     def __init__(self, cid: int, allocator: Any, ready_event: Any) -> None:
         self.cid = cid
         self.allocator = allocator
         self.ready = False
-        self.ready_event = ready_event  # succeeds when the peers have reported ready
+        self.ready_event = ready_event  # succeeds when the live peers have reported ready
         self.ready_at = -1.0
-        self.peers_ready = 0
+        self.reported: set[int] = set()  # clusters (itself included) that reported ready to it
+        self.alive = True
 
     def __repr__(self) -> str:
-        return f"Cluster(c{self.cid}, ready={self.ready})"
+        state = "" if self.alive else ", failed"
+        return f"Cluster(c{self.cid}, ready={self.ready}{state})"
