@@ -258,6 +258,8 @@ def _wait_for(predicate, what: str, procs: list[subprocess.Popen], timeout: floa
 
 def test_sweep_on_external_scheduler(small_config_file, tmp_path, request):
     dask_cli = [sys.executable, "-m", "dask"]
+    # Run from tmp_path: `python -m` puts the working directory first on sys.path, and from
+    # the repository root that would import the source folder instead of the installed package.
     env = dict(os.environ, DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED="False")
     sched_file = tmp_path / "scheduler.json"
     logs = tmp_path / "logs"
@@ -276,7 +278,7 @@ def test_sweep_on_external_scheduler(small_config_file, tmp_path, request):
     procs.append(subprocess.Popen(
         [*dask_cli, "scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
          "--dashboard-address", "127.0.0.1:0", "--scheduler-file", str(sched_file)],
-        stdout=subprocess.DEVNULL, stderr=log_files[0], env=env,
+        stdout=subprocess.DEVNULL, stderr=log_files[0], env=env, cwd=tmp_path,
         start_new_session=True,
     ))
 
@@ -295,7 +297,7 @@ def test_sweep_on_external_scheduler(small_config_file, tmp_path, request):
     procs.append(subprocess.Popen(
         [*dask_cli, "worker", addr, "--host", "127.0.0.1", "--nworkers", "1", "--nthreads", "1",
          "--no-nanny", "--no-dashboard", "--dashboard-address", "127.0.0.1:0", "--death-timeout", "60"],
-        stdout=subprocess.DEVNULL, stderr=log_files[1], env=env,
+        stdout=subprocess.DEVNULL, stderr=log_files[1], env=env, cwd=tmp_path,
         start_new_session=True,
     ))
 
