@@ -142,7 +142,8 @@ class FaultInjector:
         counts = self.counts
         now = sim.env.now
         trace = sim.trace
-        allocs = [(c, a) for c, a in enumerate(sim.allocators) if a is not None]
+        # The live clusters' allocators; a failing cluster's is dropped as it is.
+        allocs = [(c, a) for c, a in enumerate(sim.allocators) if a is not None and sim.clusters[c].alive]
         # First every victim's requests go, so that no release below grants
         # a TCB to another victim.
         for proc in victims:

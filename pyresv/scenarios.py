@@ -204,7 +204,7 @@ def _cluster_failover() -> dict[str, Any]:
     ]
     d["workload"] = {"duration_s": 6 * _MS, "rate_ops_per_s": 20000.0, "auto_destage": True}
     d["timing"] = {"destage_delay_us": 1000.0}
-    d["ops"] = _ops("read", 0, range(16, 24), 2.9) + _ops("read", 3, range(8), 2.9)
+    d["ops"] = _ops("read", 0, range(24, 32), 2.9) + _ops("read", 3, range(8), 2.9)
     d["faults"] = {"cluster_fail": [{"cluster": 1, "at_s": 3 * _MS}], "op_retries": 1}
     return d
 
