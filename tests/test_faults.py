@@ -21,6 +21,7 @@ from pyresv.faults import COUNTS, FaultInjector
 from pyresv.scenarios import FAULT_SCENARIOS, SCENARIOS, get_fault, run_fault_scenario
 from pyresv.simulation import Simulation
 from pyresv.topology import levels_needed
+from strategies import host_ops, relationships
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
@@ -401,19 +402,7 @@ def faulty_configs(draw: st.DrawFn) -> dict[str, Any]:
     clusters = draw(st.sampled_from([2, 2, 3]))
     nvol = draw(st.integers(2, 5))
     tracks = draw(st.integers(1, 3))
-    rels: list[dict[str, Any]] = []
-    sources: set[int] = set()
-    targets: set[int] = set()
-    at = 0.0
-    for _ in range(draw(st.integers(0, 3))):
-        s, t = draw(st.integers(0, nvol - 1)), draw(st.integers(0, nvol - 1))
-        if s == t or t in targets or t in sources:
-            continue
-        at = max(at, draw(st.sampled_from([0.0, 1.0, 2.0])) * 1e-3)
-        rels.append({"source": s, "target": t, "at_s": at, "background_copy": draw(st.booleans()),
-                     "copy_streams": draw(st.integers(1, 2))})
-        sources.add(s)
-        targets.add(t)
+    rels = relationships(draw, nvol, min_tries=0, at_ms=[0.0, 1.0, 2.0], max_streams=2)
     levels = levels_needed(clusters, [(r["source"], r["target"]) for r in rels])
     # Fault times: 0 .. 4 ms, often just after a burst of operations arrived.
     times = st.builds(lambda k, dt: round(k * 0.25e-3 + dt, 6),
@@ -434,11 +423,7 @@ def faulty_configs(draw: st.DrawFn) -> dict[str, Any]:
                         "unreserved": draw(st.integers(0, 2)), "system_tcbs": 64},
         "volumes": {"count": nvol, "tracks": tracks},
         "flashcopy": rels,
-        "ops": draw(st.lists(st.fixed_dictionaries({
-            "at_s": st.integers(1, 16).map(lambda k: k * 0.25e-3),
-            "op": st.sampled_from(["read", "read", "write", "partial-write", "destage"]),
-            "volume": st.integers(0, nvol - 1), "track": st.integers(0, tracks - 1),
-        }), max_size=30)),
+        "ops": draw(host_ops(st.integers(0, nvol - 1), tracks, 30)),
         "workload": {"duration_s": 0.003, "rate_ops_per_s": draw(st.sampled_from([0.0, 3000.0])),
                      "auto_destage": draw(st.booleans())},
         "timing": {"destage_delay_us": draw(st.sampled_from([0.0, 300.0]))},

@@ -16,8 +16,7 @@ from hypothesis import strategies as st
 from pyresv.config import parse
 from pyresv.simulation import run
 from pyresv.topology import levels_needed
-
-OPS = ("read", "read", "write", "partial-write", "destage")
+from strategies import host_ops, relationships
 
 
 @st.composite
@@ -25,38 +24,15 @@ def configs(draw: st.DrawFn) -> dict[str, Any]:
     clusters = draw(st.sampled_from([2, 2, 3]))
     nvol = draw(st.integers(2, 5))
     tracks = draw(st.integers(1, 3))
-    rels: list[dict[str, Any]] = []
-    sources: set[int] = set()
-    targets: set[int] = set()
-    at = 0.0
-    for _ in range(draw(st.integers(1, 3))):
-        s = draw(st.integers(0, nvol - 1))
-        t = draw(st.integers(0, nvol - 1))
-        # A volume is the target of one relationship, and a target before it
-        # is a source (a cascade is established in order).
-        if s == t or t in targets or t in sources:
-            continue
-        at = max(at, draw(st.sampled_from([0.0, 1.0, 1.5, 2.0, 2.5])) * 1e-3)
-        rels.append({
-            "source": s, "target": t, "at_s": at,
-            "background_copy": draw(st.booleans()), "copy_streams": draw(st.integers(1, 3)),
-        })
-        sources.add(s)
-        targets.add(t)
+    rels = relationships(draw, nvol, min_tries=1, at_ms=[0.0, 1.0, 1.5, 2.0, 2.5], max_streams=3)
+    sources = {r["source"] for r in rels}
+    targets = {r["target"] for r in rels}
     for r in rels:
         if r["target"] not in sources and draw(st.integers(0, 4)) == 0:
             r["withdraw_s"] = r["at_s"] + draw(st.sampled_from([0.5, 2.0])) * 1e-3
     levels = levels_needed(clusters, [(r["source"], r["target"]) for r in rels]) + draw(st.integers(0, 1))
     busy = sorted(sources | targets)
-    ops = draw(st.lists(
-        st.fixed_dictionaries({
-            "at_s": st.integers(1, 16).map(lambda k: k * 0.25e-3),
-            "op": st.sampled_from(OPS),
-            "volume": st.sampled_from(busy) if busy else st.integers(0, nvol - 1),
-            "track": st.integers(0, tracks - 1),
-        }),
-        max_size=40,
-    ))
+    ops = draw(host_ops(st.sampled_from(busy) if busy else st.integers(0, nvol - 1), tracks, 40))
     return {
         "controller": {
             "clusters": clusters,
