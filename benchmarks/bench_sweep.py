@@ -9,20 +9,13 @@ so the timings are the steady-state cost of a sweep, not the cluster's start.
 from __future__ import annotations
 
 import time
+import tomllib
+from pathlib import Path
 
 from pyresv import sweep
 from pyresv.config import parse
 
-SMALL = {
-    "controller": {"clusters": 2, "seed": 1},
-    "reservation": {"depths": [[3, 1], [3, 1], [3, 1]], "unreserved": 0, "system_tcbs": 64},
-    "volumes": {"count": 4, "tracks": 64},
-    "flashcopy": [
-        {"source": 0, "target": 1, "background_copy": False},
-        {"source": 2, "target": 3, "background_copy": True},
-    ],
-    "workload": {"duration_s": 0.02, "rate_ops_per_s": 50000.0},
-}
+SMALL = tomllib.loads((Path(__file__).resolve().parents[1] / "examples" / "small.toml").read_text())
 SETS = [("controller.policy", ["depth", "shared"]), ("reservation.unreserved", [0, 2])]
 SEEDS = 4
 

@@ -174,21 +174,31 @@ SCENARIOS: dict[str, Scenario] = {
 }
 
 
+def _lookup(table: dict[str, Any], name: str, what: str) -> Any:
+    try:
+        return table[name]
+    except KeyError:
+        raise KeyError(f"unknown {what} {name!r} (known: {', '.join(table)})") from None
+
+
+def _run_named(
+    entry: Any, name: str, policy: str, allocator_cls: type | None, trace: bool
+) -> RunResult:
+    result = run(entry.config(policy), allocator_cls=allocator_cls, trace=trace)
+    result.scenario = name
+    return result
+
+
 def get(name: str) -> Scenario:
     """The scenario called ``name``; ``KeyError`` lists the known ones."""
-    try:
-        return SCENARIOS[name]
-    except KeyError:
-        raise KeyError(f"unknown scenario {name!r} (known: {', '.join(SCENARIOS)})") from None
+    return _lookup(SCENARIOS, name, "scenario")
 
 
 def run_scenario(
     name: str, policy: str = "depth", *, allocator_cls: type | None = None, trace: bool = False
 ) -> RunResult:
     """Run one scenario under one policy; the result's summary has a ``scenario`` key."""
-    result = run(get(name).config(policy), allocator_cls=allocator_cls, trace=trace)
-    result.scenario = name
-    return result
+    return _run_named(get(name), name, policy, allocator_cls, trace)
 
 
 # ------------------------------------------------------------------ faults
@@ -266,16 +276,11 @@ FAULT_SCENARIOS: dict[str, FaultScenario] = {
 
 def get_fault(name: str) -> FaultScenario:
     """The fault scenario called ``name``; ``KeyError`` lists the known ones."""
-    try:
-        return FAULT_SCENARIOS[name]
-    except KeyError:
-        raise KeyError(f"unknown fault scenario {name!r} (known: {', '.join(FAULT_SCENARIOS)})") from None
+    return _lookup(FAULT_SCENARIOS, name, "fault scenario")
 
 
 def run_fault_scenario(
     name: str, policy: str = "depth", *, allocator_cls: type | None = None, trace: bool = False
 ) -> RunResult:
     """Run one fault scenario; the summary has ``scenario`` and ``faults`` keys."""
-    result = run(get_fault(name).config(policy), allocator_cls=allocator_cls, trace=trace)
-    result.scenario = name
-    return result
+    return _run_named(get_fault(name), name, policy, allocator_cls, trace)

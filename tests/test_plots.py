@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import tomllib
 from pathlib import Path
 
 import matplotlib.image
@@ -16,17 +17,9 @@ from pyresv import report
 from pyresv.config import ConfigError, parse, to_toml
 from pyresv.metrics import MetricsRecorder
 
-SMALL = {
-    "controller": {"clusters": 2, "seed": 1},
-    "reservation": {"depths": [[2, 1], [2, 1], [2, 1]], "unreserved": 0, "system_tcbs": 64},
-    "volumes": {"count": 4, "tracks": 64},
-    "flashcopy": [
-        {"source": 0, "target": 1, "background_copy": False},
-        {"source": 2, "target": 3, "background_copy": True},
-    ],
-    "workload": {"duration_s": 0.02, "rate_ops_per_s": 50000.0},
-    "metrics": {"sample_interval_ms": 1.0},
-}
+SMALL = tomllib.loads((Path(__file__).resolve().parents[1] / "examples" / "small.toml").read_text())
+SMALL["reservation"]["depths"] = [[2, 1], [2, 1], [2, 1]]
+SMALL["metrics"] = {"sample_interval_ms": 1.0}
 
 
 def assert_not_blank(path: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -13,18 +14,9 @@ from pyresv import sizing
 from pyresv.cli import main
 from pyresv.config import ConfigError, default_config, load, parse, to_toml
 
-# Heavy enough that one pool per level costs throughput (one process at a time
+# examples/small.toml: heavy enough that one pool per level costs throughput (one process at a time
 # per level and cluster), small enough to run in a fraction of a second.
-SMALL = {
-    "controller": {"clusters": 2, "seed": 1},
-    "reservation": {"depths": [[3, 1], [3, 1], [3, 1]], "unreserved": 0, "system_tcbs": 64},
-    "volumes": {"count": 4, "tracks": 64},
-    "flashcopy": [
-        {"source": 0, "target": 1, "background_copy": False},
-        {"source": 2, "target": 3, "background_copy": True},
-    ],
-    "workload": {"duration_s": 0.02, "rate_ops_per_s": 50000.0},
-}
+SMALL = tomllib.loads((Path(__file__).resolve().parents[1] / "examples" / "small.toml").read_text())
 SEEDS = 2
 
 

@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -22,16 +23,7 @@ from pyresv.config import ConfigError, parse, to_toml
 # Two clusters, 3 levels, a burst of host operations on two FlashCopy pairs:
 # with one TCB per level per cluster the shared pool deadlocks on seeds 1 and
 # 2 while the depth pools never do; with two per level neither deadlocks.
-SMALL = {
-    "controller": {"clusters": 2, "seed": 1},
-    "reservation": {"depths": [[3, 1], [3, 1], [3, 1]], "unreserved": 0, "system_tcbs": 64},
-    "volumes": {"count": 4, "tracks": 64},
-    "flashcopy": [
-        {"source": 0, "target": 1, "background_copy": False},
-        {"source": 2, "target": 3, "background_copy": True},
-    ],
-    "workload": {"duration_s": 0.02, "rate_ops_per_s": 50000.0},
-}
+SMALL = tomllib.loads((Path(__file__).resolve().parents[1] / "examples" / "small.toml").read_text())
 ONE = [[1, 1], [1, 1], [1, 1]]
 TWO = [[2, 1], [2, 1], [2, 1]]
 SETS = [("controller.policy", ["depth", "shared"]), ("reservation.depths", [ONE, TWO])]
