@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import gc
+import inspect
 import pickle
 import random
 import tracemalloc
@@ -109,6 +110,23 @@ def test_nbytes_counts_the_c_arrays() -> None:
 def test_constructor_errors(allocator_cls: type, args: tuple, kwargs: dict, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         allocator_cls(*args, **kwargs)
+
+
+def test_the_constructor_has_a_signature() -> None:
+    # A cdef class with __cinit__ has none by itself; help() and IDEs read it.
+    sig = inspect.signature(DepthPoolAllocator)
+    assert str(sig) == "(depths, unreserved=0, *, max_processes=65536, max_waiters=65536, wake='deepest')"
+    ref = inspect.signature(ReferenceAllocator)
+    assert [(p.name, p.kind, p.default) for p in sig.parameters.values()] == [
+        (p.name, p.kind, p.default) for p in ref.parameters.values()
+    ]
+    # Python strips the signature line from __doc__; the docstring remains.
+    assert DepthPoolAllocator.__doc__.lstrip().startswith("One cluster's resource manager")
+    # What it states is what the constructor does.
+    bound = sig.bind([(1, 1)], 2)
+    bound.apply_defaults()
+    a = DepthPoolAllocator(*bound.args, **bound.kwargs)
+    assert (a.unreserved, a.max_processes, a.max_waiters, a.wake) == (2, 65536, 65536, "deepest")
 
 
 # ------------------------------------------------------------------ FIG 4

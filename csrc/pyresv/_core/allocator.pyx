@@ -688,16 +688,21 @@ cdef void* _alloc(dpa_t* d, Py_ssize_t n, size_t item) except NULL:
 # ========================================================= the cdef class
 
 cdef class DepthPoolAllocator:
-    """One cluster's resource manager (118a/118b): depth-level reserved pools.
+    # The first line of the docstring, up to the "--" line, is the class's
+    # __text_signature__ (what inspect.signature reads for a built-in type);
+    # Python strips it from __doc__. It must match __cinit__'s signature.
+    """DepthPoolAllocator(depths, unreserved=0, *, max_processes=65536, max_waiters=65536, wake='deepest')
+--
 
-    ``DepthPoolAllocator(depths, unreserved=0, *, max_processes=65536,
-    max_waiters=65536, wake="deepest")``. ``depths`` is one ``(pools,
-    pool_size)`` per depth level 1..D (``pools >= 0``, ``pool_size >= 1``);
-    ``unreserved`` TCBs anybody may take; pids are ints in
-    ``[0, max_processes)``; at most ``max_waiters`` requests pend at once;
-    ``wake`` says who gets a freed unreserved TCB (``"deepest"`` level, then
-    oldest, or ``"fifo"``, the oldest). The contract is DESIGN §1 and the
-    TCB ids are those of :class:`pyresv.reference.DepthPoolAllocator`.
+    One cluster's resource manager (118a/118b): depth-level reserved pools.
+
+    ``depths`` is one ``(pools, pool_size)`` per depth level 1..D
+    (``pools >= 0``, ``pool_size >= 1``); ``unreserved`` TCBs anybody may
+    take; pids are ints in ``[0, max_processes)``; at most ``max_waiters``
+    requests pend at once; ``wake`` says who gets a freed unreserved TCB
+    (``"deepest"`` level, then oldest, or ``"fifo"``, the oldest). The
+    contract is DESIGN §1 and the TCB ids are those of
+    :class:`pyresv.reference.DepthPoolAllocator`.
 
     Every array is allocated once here (about 8 bytes per reserved TCB, 12
     per unreserved TCB, 8 per pool, ``12 * D + 8`` per pid and 48 per
