@@ -55,6 +55,13 @@ class _Request:
         self.seq = seq
         self.alive = True  # False once granted or cancelled (lazy deletion)
 
+    # Explicit state: pickle protocols 0 and 1 refuse __slots__ classes without it.
+    def __getstate__(self) -> tuple[int, int, int, bool]:
+        return (self.pid, self.level, self.seq, self.alive)
+
+    def __setstate__(self, state: tuple[int, int, int, bool]) -> None:
+        self.pid, self.level, self.seq, self.alive = state
+
 
 class DepthPoolAllocator:
     """One cluster's resource manager (118a/118b): depth-level reserved pools.

@@ -526,9 +526,16 @@ def test_batch_accepts_array_likes(allocator_cls: type) -> None:
 # --------------------------------------------------------------- pickling
 
 
+def _acquire_or_full(a: Any, pid: int, depth: int) -> Any:
+    try:
+        return a.acquire(pid, depth)
+    except QueueFull as exc:
+        return str(exc)
+
+
 def _continue(a: Any) -> list:
-    """Drive ``a`` on; the trace of results and grants."""
-    trace = [a.acquire(p, 1 + p % 2) for p in range(6)]
+    """Drive ``a`` on; the trace of results (QueueFull messages included) and grants."""
+    trace = [_acquire_or_full(a, p, 1 + p % 2) for p in range(6)]
     for t in range(a.total):
         if a.holder(t) >= 0:
             a.release(t)
@@ -574,6 +581,19 @@ def test_pickle_keeps_free_stack_order(allocator_cls: type) -> None:
         a.release(t)
     b = pickle.loads(pickle.dumps(a))
     assert [b.acquire(p) for p in (6, 6, 7, 8, 9, 9)] == [a.acquire(p) for p in (6, 6, 7, 8, 9, 9)]
+
+
+@pytest.mark.parametrize("protocol", range(6))
+def test_pickle_with_every_protocol(allocator_cls: type, protocol: int) -> None:
+    a = _busy_allocator(allocator_cls)
+    assert a.cancel(4) == 1  # a dropped request (the reference keeps it, marked dropped)
+    assert a.acquire(7, 2) == PENDING
+    b = pickle.loads(pickle.dumps(a, protocol=protocol))
+    assert type(b) is allocator_cls
+    assert snapshot(b) == snapshot(a)
+    b.check()
+    assert b.take_grants() == a.take_grants() == [(5, 4)]
+    assert _continue(b) == _continue(a)
 
 
 # ---------------------------------------------------------------- check()
