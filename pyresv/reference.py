@@ -37,6 +37,9 @@ from pyresv.errors import PENDING, AllocatorError, QueueFull
 __all__ = ["DepthPoolAllocator", "PENDING", "AllocatorError", "QueueFull"]
 
 _WAKE_POLICIES = ("deepest", "fifo")
+# The compiled core keeps ids and counts in 32-bit C ints; the reference
+# refuses what the core refuses, with the same messages.
+_INT32_MAX = 2**31 - 1
 
 
 def _is_int(x: Any) -> bool:
@@ -103,6 +106,14 @@ class DepthPoolAllocator:
         max_waiters = _validate_count("max_waiters", max_waiters, 1)
         if wake not in _WAKE_POLICIES:
             raise ValueError(f"wake must be 'deepest' or 'fifo', got {wake!r}")
+        total = sum(pools * size for pools, size in levels) + unreserved
+        if total > _INT32_MAX - 1:
+            raise ValueError(f"{total} TCBs in all; at most {_INT32_MAX - 1} are supported")
+        if max_processes * len(levels) > _INT32_MAX:
+            raise ValueError(
+                f"max_processes * levels = {max_processes} * {len(levels)} = "
+                f"{max_processes * len(levels)}; at most {_INT32_MAX} are supported"
+            )
 
         self._depths = levels
         self._levels = len(levels)
@@ -644,6 +655,8 @@ def _validate_count(name: str, value: Any, minimum: int) -> int:
         raise ValueError(f"{name} must be an int, got {value!r}")
     if value < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    if value > _INT32_MAX:
+        raise ValueError(f"{name} must be <= {_INT32_MAX}, got {value}")
     return int(value)
 
 

@@ -105,6 +105,19 @@ def test_nbytes_counts_the_c_arrays() -> None:
         (([(1, 2)],), {"max_processes": 0}, "max_processes must be >= 1"),
         (([(1, 2)],), {"max_waiters": 0}, "max_waiters must be >= 1"),
         (([(1, 2)],), {"wake": "lifo"}, "wake must be 'deepest' or 'fifo'"),
+        # The core's 32-bit limits; the reference refuses the same values.
+        (([(1, 2)],), {"max_processes": 2**40}, "max_processes must be <= 2147483647, got 1099511627776"),
+        (([(1, 2)],), {"max_waiters": 2**31}, "max_waiters must be <= 2147483647, got 2147483648"),
+        (([(1, 2)], 2**31), {}, "unreserved must be <= 2147483647"),
+        (([(2**31, 1)],), {}, r"depths\[0\] pools \(level 1\) must be <= 2147483647"),
+        (([(1, 2**31)],), {}, r"depths\[0\] pool_size \(level 1\) must be <= 2147483647"),
+        (([(1, 2)], 2**31 - 2), {}, "2147483648 TCBs in all; at most 2147483646 are supported"),
+        (([(2**30, 2)],), {}, "2147483648 TCBs in all"),
+        (
+            ([(1, 1)] * 2,),
+            {"max_processes": 2**30 + 1},
+            r"max_processes \* levels = 1073741825 \* 2 = 2147483650; at most 2147483647",
+        ),
     ],
 )
 def test_constructor_errors(allocator_cls: type, args: tuple, kwargs: dict, match: str) -> None:

@@ -736,6 +736,12 @@ cdef class DepthPoolAllocator:
             raise ValueError(
                 f"{reserved + n_unres} TCBs in all; at most {INT32_MAX - 1} are supported"
             )
+        if n_procs * len(levels) > INT32_MAX:
+            # The (pid, level) tables are indexed by pid * levels + level - 1.
+            raise ValueError(
+                f"max_processes * levels = {n_procs} * {len(levels)} = {n_procs * len(levels)}; "
+                f"at most {INT32_MAX} are supported"
+            )
         self._depths = levels
         d.levels = len(levels)
         d.reserved_total = reserved
