@@ -40,6 +40,8 @@ _WAKE_POLICIES = ("deepest", "fifo")
 # The compiled core keeps ids and counts in 32-bit C ints; the reference
 # refuses what the core refuses, with the same messages.
 _INT32_MAX = 2**31 - 1
+_INT64_MIN = -(2**63)
+_INT64_MAX = 2**63 - 1
 
 
 def _is_int(x: Any) -> bool:
@@ -590,29 +592,84 @@ class DepthPoolAllocator:
     ) -> np.ndarray:
         """:meth:`acquire` for each ``(pid, depth, remote)``; an ``int32`` array of results.
 
-        Every argument is validated first, so an error leaves the state as it
-        was: ``ValueError`` for bad shapes or values, and
-        :class:`~pyresv.QueueFull` if the batch could overflow the queue
-        (``pending() + len(pids) > max_waiters``).
+        The same as the loop ``[acquire(p, d, r) for ...]``, but all or
+        nothing: if a request of the loop would raise, the batch raises that
+        error and the state is as before the call. Arguments are validated
+        first (``ValueError`` for bad shapes or values; ``pids`` and
+        ``depths`` are integer arrays, or object arrays of ints). If the
+        queue fills up, :class:`~pyresv.QueueFull` names the request that
+        found it full, after the requests before it were undone.
         """
-        p = np.asarray(pids)
-        d = np.asarray(depths)
-        r = np.zeros(p.shape, dtype=bool) if remote is None else np.asarray(remote)
-        if p.ndim != 1 or d.shape != p.shape or r.shape != p.shape:
-            raise ValueError(
-                f"pids, depths and remote must be 1-d of one length, got shapes "
-                f"{p.shape}, {d.shape}, {r.shape}"
-            )
-        levels = [self._level_for(a, b, bool(c)) for a, b, c in zip(p, d, r)]
-        if self._npending + len(levels) > self._max_waiters:
-            raise QueueFull(
-                f"a batch of {len(levels)} with {self._npending} pending could exceed "
-                f"max_waiters={self._max_waiters}"
-            )
-        out = np.empty(len(levels), dtype=np.int32)
-        for i, (pid, level) in enumerate(zip(p, levels)):
-            out[i] = self._acquire(int(pid), level)
+        p, d, r = _batch_arrays(pids, depths, remote)
+        pv = _int_array("pids", p)
+        dv = _int_array("depths", d)
+        rv = np.ascontiguousarray(r, dtype=bool)
+        for i in range(len(pv)):
+            if not 0 <= pv[i] < self._max_processes:
+                raise ValueError(f"pid {p[i]} out of range [0, {self._max_processes})")
+            if not 1 <= dv[i] <= self._levels:
+                raise ValueError(f"depth {d[i]} out of range [1, {self._levels}]")
+            if rv[i] and dv[i] == self._levels:
+                raise ValueError(
+                    f"remote call at depth {d[i]} needs level {int(d[i]) + 1}, "
+                    f"but there are only {self._levels} levels"
+                )
+        requests = [(int(pid), int(depth) + int(rem)) for pid, depth, rem in zip(pv, dv, rv)]
+        out = np.empty(len(requests), dtype=np.int32)
+        for i, (pid, level) in enumerate(requests):
+            try:
+                out[i] = self._acquire(pid, level)
+            except QueueFull as exc:
+                # All or nothing (DESIGN §1: the state is unchanged after an
+                # error): undo the requests before this one, newest first.
+                for j in range(i - 1, -1, -1):
+                    self._undo_acquire(*requests[j], int(out[j]))
+                raise QueueFull(
+                    f"{exc} (request {i} of a batch of {len(requests)}; the batch was undone)"
+                ) from None
         return out
+
+    def _undo_acquire(self, pid: int, level: int, tcb: int) -> None:
+        """Take back the newest acquire of ``pid`` at ``level``, which returned ``tcb``.
+
+        Exact only when nothing else changed the state since: a batch of
+        acquires undone newest first (acquires never grant, so nothing else
+        moved). Every pop is pushed back, so the stacks keep their order.
+        """
+        if tcb == PENDING:
+            # Queued: the newest request of all, so at the tail of its deques.
+            req = self._by_level[level].pop()
+            key = (pid, level)
+            q = self._by_pid_level[key]
+            q.pop()
+            if not q:  # created by this request (a live deque is never empty)
+                del self._by_pid_level[key]
+            seekers = self._seekers[level]
+            if seekers and seekers[-1] is req:
+                seekers.pop()
+            self._npending -= 1
+            left = self._pending_of[pid] - 1
+            if left:
+                self._pending_of[pid] = left
+            else:
+                del self._pending_of[pid]
+            self._seq -= 1
+            self._counters["queued"] -= 1
+            return
+        self._holder[tcb] = -1
+        if tcb >= self._reserved_total:
+            self._unres_free.append(tcb)
+            self._counters["served_unreserved"] -= 1
+            return
+        pool = self._pool_of(tcb)
+        free = self._pool_free[pool]
+        free.append(tcb)
+        self._counters["served_pool"] -= 1
+        if len(free) == self._pool_size[pool]:
+            # Wholly free again, so this acquire took the whole pool ([0029]).
+            self._pool_owner[pool] = -1
+            del self._owned[(pid, level)]
+            self._free_pools[level].append(pool)
 
     def release_many(self, tcbs: Iterable[int]) -> None:
         """:meth:`release` for each TCB, in order.
@@ -620,9 +677,7 @@ class DepthPoolAllocator:
         All must be held and distinct, else :class:`~pyresv.AllocatorError`
         and nothing is released.
         """
-        t = np.asarray(tcbs)
-        if t.ndim != 1:
-            raise ValueError(f"tcbs must be 1-d, got shape {t.shape}")
+        t = _tcb_array(tcbs)
         ids = [self._check_held(x) for x in t]
         if len(set(ids)) != len(ids):
             seen: set[int] = set()
@@ -648,6 +703,69 @@ def _rebuild(cls: type, state: dict[str, Any]) -> DepthPoolAllocator:
     obj = cls.__new__(cls)
     obj.__dict__.update(state)
     return obj
+
+
+def _batch_arrays(pids: Any, depths: Any, remote: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The arguments of ``acquire_many`` as 1-d arrays of one length (ValueError otherwise)."""
+    p = np.asarray(pids)
+    d = np.asarray(depths)
+    r = np.zeros(p.shape, dtype=bool) if remote is None else np.asarray(remote)
+    if p.ndim != 1 or d.shape != p.shape or r.shape != p.shape:
+        raise ValueError(
+            f"pids, depths and remote must be 1-d of one length, got shapes "
+            f"{p.shape}, {d.shape}, {r.shape}"
+        )
+    return p, d, r
+
+
+def _clip64(a: np.ndarray) -> np.ndarray:
+    """Integers (an integer array, or ints in an object array) as an int64 array.
+
+    Values beyond int64 are clipped, as in the core: they are out of every
+    range, and error messages name the original value.
+    """
+    if a.dtype.kind == "u" and a.dtype.itemsize == 8:
+        return np.minimum(a, _INT64_MAX).astype(np.int64)
+    if a.dtype.kind == "O":
+        return np.array([min(max(int(x), _INT64_MIN), _INT64_MAX) for x in a], dtype=np.int64)
+    return a.astype(np.int64)
+
+
+def _int_array(name: str, a: np.ndarray) -> np.ndarray:
+    """1-d ``a`` as an int64 array; ValueError unless it holds integers.
+
+    Integer dtypes are accepted, and object arrays whose items are all ints
+    (not bools); floats, bools and anything else are refused.
+    """
+    if a.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    if a.dtype.kind == "O":
+        for i, x in enumerate(a):
+            if not _is_int(x):
+                raise ValueError(f"{name} must be integers, got {x!r} at index {i}")
+    elif a.dtype.kind not in "iu":
+        raise ValueError(f"{name} must be integers, got dtype {a.dtype}")
+    return _clip64(a)
+
+
+def _tcb_array(tcbs: Any) -> np.ndarray:
+    """The argument of ``release_many`` as a 1-d array of integers.
+
+    ValueError unless 1-d; :class:`~pyresv.AllocatorError` naming the first
+    item that is no integer (like :func:`_int_array`).
+    """
+    t = np.asarray(tcbs)
+    if t.ndim != 1:
+        raise ValueError(f"tcbs must be 1-d, got shape {t.shape}")
+    if t.size == 0:
+        return t
+    if t.dtype.kind == "O":
+        for x in t:
+            if not _is_int(x):
+                raise AllocatorError(f"TCB {x!r} is not an int")
+    elif t.dtype.kind not in "iu":
+        raise AllocatorError(f"TCB {t[0]!r} is not an int")
+    return t
 
 
 def _validate_count(name: str, value: Any, minimum: int) -> int:

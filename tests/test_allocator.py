@@ -463,13 +463,44 @@ BAD_CALLS = [
     ("acquire_many", ([7, 99], [1, 1]), ValueError, "pid 99 out of range"),
     ("acquire_many", ([7, 8], [1, 5]), ValueError, r"depth 5 out of range \[1, 2\]"),
     ("acquire_many", ([7, 8], [1, 2], [False, True]), ValueError, "remote call at depth 2"),
-    ("acquire_many", ([7, 8, 9], [1, 1, 1]), QueueFull, "a batch of 3 with 2 pending could exceed"),
+    (
+        "acquire_many",
+        ([7, 8, 9], [1, 1, 1]),
+        QueueFull,
+        r"^wait queue full \(2 requests pending\); pid 7 at level 1 not queued "
+        r"\(request 0 of a batch of 3; the batch was undone\)$",
+    ),
+    # pid 3 gets TCB 3 of its level-2 pool, then pid 7 finds the queue full:
+    # TCB 3 is taken back.
+    ("acquire_many", ([3, 7], [2, 1]), QueueFull, r"pid 7 at level 1 not queued \(request 1 of a batch of 2;"),
+    (
+        "acquire_many",
+        (np.array([7, 1.5], dtype=object), [1, 1]),
+        ValueError,
+        "^pids must be integers, got 1.5 at index 1$",
+    ),
+    ("acquire_many", (np.array([7, True], dtype=object), [1, 1]), ValueError, "got True at index 1"),
+    ("acquire_many", ([7.0], [1]), ValueError, "pids must be integers, got dtype float64"),
+    ("acquire_many", ([7], [True]), ValueError, "depths must be integers, got dtype bool"),
+    ("acquire_many", (["7"], [1]), ValueError, "pids must be integers, got dtype <U1"),
+    ("acquire_many", ([7, 2**70], [1, 1]), ValueError, "pid 1180591620717411303424 out of range"),
+    (
+        "acquire_many",
+        (np.array([2**64 - 1], dtype=np.uint64), [1]),
+        ValueError,
+        "pid 18446744073709551615 out of range",
+    ),
+    # depth + 1 would overflow int64: still out of range, not a wrapped level.
+    ("acquire_many", ([7], [2**63 - 1], [True]), ValueError, r"depth 9223372036854775807 out of range \[1, 2\]"),
     ("release_many", ([3],), AllocatorError, "TCB 3 is free"),
     ("release_many", ([1, 3],), AllocatorError, "TCB 3 is free"),
     ("release_many", ([1, 7],), AllocatorError, "TCB 7 is not an id"),
     ("release_many", ([1, 2, 1],), AllocatorError, "TCB 1 appears twice"),
     ("release_many", ([[1]],), ValueError, "tcbs must be 1-d"),
     ("release_many", ([1.0],), AllocatorError, "is not an int"),
+    ("release_many", (np.array([1, 2.5], dtype=object),), AllocatorError, "TCB 2.5 is not an int"),
+    ("release_many", (np.array([1, 2**70], dtype=object),), AllocatorError, "TCB 1180591620717411303424 is not an id"),
+    ("release_many", (np.array([2**64 - 1], dtype=np.uint64),), AllocatorError, "TCB 18446744073709551615 is not"),
 ]
 
 
@@ -478,22 +509,121 @@ def test_errors_leave_the_state_unchanged(
     allocator_cls: type, method: str, args: tuple, exc: type, match: str
 ) -> None:
     a = _busy_allocator(allocator_cls)
-    before = snapshot(a)
+    before, blob = snapshot(a), pickle.dumps(a)
     with pytest.raises(exc, match=match):
         getattr(a, method)(*args)
     assert snapshot(a) == before
+    assert pickle.dumps(a) == blob  # free-stack order, arrival numbers, counters: all of it
     assert a.take_grants() == [(5, 4)]
     a.check()
 
 
-def test_queue_full_check_is_conservative_for_batches(allocator_cls: type) -> None:
-    # Every one of these would be served at once, but the batch is refused.
-    a = make(allocator_cls, [(4, 1)], 0, max_waiters=2)
-    before = snapshot(a)
-    with pytest.raises(QueueFull, match="could exceed max_waiters=2"):
-        a.acquire_many([0, 1, 2], [1, 1, 1])
-    assert snapshot(a) == before
-    assert list(a.acquire_many([0, 1], [1, 1])) == [0, 1]
+def test_a_batch_that_would_not_overflow_is_served(allocator_cls: type) -> None:
+    # Served at once: nothing queues, however long the batch.
+    a = allocator_cls([(3, 1)], 0, max_waiters=1)
+    assert a.acquire_many([1, 2, 3], [1, 1, 1]).tolist() == [0, 1, 2]
+    # Two of the three queue, and two may pend: the loop would not raise.
+    b = allocator_cls([(1, 1)], 0, max_waiters=2)
+    assert b.acquire_many([1, 2, 3], [1, 1, 1]).tolist() == [0, PENDING, PENDING]
+    assert b.pending() == 2
+    b.check()
+
+
+def _mixed_state(cls: type) -> Any:
+    """Pools owned and free, a stack out of its first order, requests and a grant pending.
+
+    Level 1: pools 0-1 (TCBs 0-2, 3-5); level 2: pool 2 (TCBs 6-7); unreserved 8, 9.
+    """
+    a = cls([(2, 3), (1, 2)], 2, max_processes=8, max_waiters=3)
+    assert [a.acquire(1), a.acquire(1), a.acquire(1)] == [0, 1, 2]
+    a.release(1)  # pool 0's free stack is now [1]
+    assert [a.acquire(2, 2), a.acquire(2, 2), a.acquire(3, 2), a.acquire(4, 2)] == [6, 7, 8, 9]
+    assert a.acquire(5, 2) == PENDING  # a seeker at level 2
+    a.release(9)  # granted to pid 5
+    assert a.acquire(3, 2) == PENDING  # another seeker
+    return a
+
+
+def test_a_batch_that_overflows_changes_nothing(allocator_cls: type) -> None:
+    a = _mixed_state(allocator_cls)
+    before, blob = snapshot(a), pickle.dumps(a)
+    # The loop: TCB 1 (pid 1's own pool), a whole new pool for pid 6 (TCB 3),
+    # queued as pid 1's own waiter, queued as a seeker, then the queue is full.
+    loop = pickle.loads(blob)
+    assert [loop.acquire(1), loop.acquire(6), loop.acquire(1), loop.acquire(7, 2)] == [1, 3, PENDING, PENDING]
+    with pytest.raises(QueueFull) as loop_err:
+        loop.acquire(6, 1, True)
+    pids, depths, remote = [1, 6, 1, 7, 6, 1], [1, 1, 1, 2, 1, 1], [False] * 4 + [True, False]
+    with pytest.raises(QueueFull) as err:
+        a.acquire_many(pids, depths, remote)
+    assert str(err.value) == f"{loop_err.value} (request 4 of a batch of 6; the batch was undone)"
+    assert "pid 6 at level 2 not queued" in str(err.value)
+    assert snapshot(a) == before and pickle.dumps(a) == blob
+    a.check()
+    # The same ids, arrival order and grants from here on as an untouched copy.
+    b = pickle.loads(blob)
+    assert a.take_grants() == b.take_grants() == [(5, 9)]
+    assert _continue(a) == _continue(b)
+
+
+def test_an_overflowing_batch_that_took_unreserved_tcbs(allocator_cls: type) -> None:
+    a = allocator_cls([(1, 1)], 2, max_processes=8, max_waiters=1)
+    assert a.acquire(0) == 0
+    blob = pickle.dumps(a)
+    with pytest.raises(QueueFull, match=r"pid 3 at level 1 not queued \(request 3 of a batch of 4;"):
+        a.acquire_many([1, 2, 0, 3], [1, 1, 1, 1])  # unreserved 1 and 2, one queued, one too many
+    assert pickle.dumps(a) == blob
+    assert a.acquire_many([4, 5, 6], [1, 1, 1]).tolist() == [1, 2, PENDING]
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_a_batch_is_the_loop_or_nothing(allocator_cls: type, seed: int) -> None:
+    # Random states and batches with a small queue: the batch returns what the
+    # loop of acquire() returns and leaves the same state or, when the loop
+    # would hit QueueFull, raises it and leaves the state as it was.
+    rng = random.Random(seed)
+    wake = rng.choice(["deepest", "fifo"])
+    a = allocator_cls([(2, 2), (1, 3), (1, 1)], 1, max_processes=6, max_waiters=4, wake=wake)
+    outcomes = set()
+    for _ in range(60):
+        ops = [op for op in _random_ops(rng, 3, 6, rng.randint(0, 7)) if op[1] + op[2] <= 3]
+        blob = pickle.dumps(a)
+        loop, results, failure = pickle.loads(blob), [], None
+        for i, op in enumerate(ops):
+            try:
+                results.append(loop.acquire(*op))
+            except QueueFull as exc:
+                failure = f"{exc} (request {i} of a batch of {len(ops)}; the batch was undone)"
+                break
+        columns = [[op[k] for op in ops] for k in range(3)]
+        if failure is None:
+            assert a.acquire_many(*columns).tolist() == results
+            assert pickle.dumps(a) == pickle.dumps(loop)
+            outcomes.add("served")
+        else:
+            with pytest.raises(QueueFull) as err:
+                a.acquire_many(*columns)
+            assert str(err.value) == failure
+            assert pickle.dumps(a) == blob
+            outcomes.add("undone")
+        a.check()
+        held = [t for t in range(a.total) if a.holder(t) >= 0]
+        a.release_many(rng.sample(held, rng.randint(0, len(held))))
+        if rng.random() < 0.3:
+            a.take_grants()
+    assert outcomes == {"served", "undone"}
+
+
+def test_batch_inputs_read_alike_in_both_implementations(allocator_cls: type) -> None:
+    # Integer-valued object arrays work like integer arrays, as in a loop.
+    a = make(allocator_cls)
+    got = a.acquire_many(np.array([1, 2], dtype=object), np.array([1, 1], dtype=object))
+    assert got.tolist() == [0, 3] and got.dtype == np.int32
+    assert a.acquire_many(np.array([1], dtype=np.uint8), np.array([2], dtype=np.uint64), [True]).tolist() == [12]
+    a.release_many(np.array([0, 3], dtype=object))
+    a.release_many(np.array([12], dtype=np.uint16))
+    assert a.stats()["released"] == 3
+    a.check()
 
 
 # ------------------------------------------------------- batch == loop

@@ -14,11 +14,11 @@ import pickle
 from typing import Any, Callable
 
 import numpy as np
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from pyresv import AllocatorError, DepthPoolAllocator
+from pyresv import AllocatorError, DepthPoolAllocator, QueueFull
 from pyresv.reference import DepthPoolAllocator as ReferenceAllocator
 
 NPIDS = 6
@@ -117,6 +117,39 @@ class AllocatorLockstep(RuleBasedStateMachine):
         depths = [o[1] for o in ops]
         remote = [o[2] for o in ops]
         self.both("acquire_many", pids, depths, remote)
+
+    @rule(
+        ops=st.lists(
+            st.tuples(st.integers(0, NPIDS - 1), st.integers(1, 4), st.booleans()), min_size=1, max_size=10
+        )
+    )
+    def acquire_many_is_the_loop_or_nothing(self, ops: list[tuple[int, int, bool]]) -> None:
+        # Valid requests only, often more than the small queue holds: the
+        # batch is the loop of acquire() when the loop would not hit
+        # QueueFull, else it raises that QueueFull and changes nothing.
+        ops = [op for op in ops if op[1] + op[2] <= self.levels]
+        columns = [[op[k] for op in ops] for k in range(3)]
+        got = []
+        for a in self.impls:
+            before = pickle.dumps(a)
+            loop = pickle.loads(before)
+            results, failure = [], None
+            for i, op in enumerate(ops):
+                try:
+                    results.append(loop.acquire(*op))
+                except QueueFull as exc:
+                    failure = f"{exc} (request {i} of a batch of {len(ops)}; the batch was undone)"
+                    break
+            result = outcome(lambda a=a: a.acquire_many(*columns))
+            if failure is None:
+                assert result == ("array", "int32", results)
+                assert pickle.dumps(a) == pickle.dumps(loop)
+            else:
+                assert result == (QueueFull, failure)
+                assert pickle.dumps(a) == before
+            got.append(result)
+        assert got[0] == got[1]
+        event("batch undone" if got[0][0] is QueueFull else "batch served")
 
     @rule(data=st.data())
     def release_many(self, data: st.DataObject) -> None:

@@ -22,9 +22,11 @@ pytest.importorskip("setuptools")
 
 DOWNSTREAM_PYX = """\
 # cython: language_level=3
+from libc.stdint cimport int32_t
 from pyresv._core cimport (
-    DPA_BAD_ARG, DPA_PENDING, DepthPoolAllocator, dpa_acquire, dpa_holder,
-    dpa_level_of, dpa_release, dpa_t, dpa_take_grant, dpa_try_acquire, proc_t, tcb_t,
+    DPA_BAD_ARG, DPA_PENDING, DPA_QUEUE_FULL, DepthPoolAllocator, dpa_acquire,
+    dpa_acquire_many, dpa_holder, dpa_level_of, dpa_release, dpa_t, dpa_take_grant,
+    dpa_try_acquire, proc_t, tcb_t,
 )
 
 
@@ -68,6 +70,30 @@ def handoff():
     )
 
 
+def batch():
+    '''dpa_acquire_many: all or nothing; a refused batch leaves no trace.'''
+    cdef DepthPoolAllocator a = DepthPoolAllocator([(2, 1)], 0, max_processes=8, max_waiters=1)
+    cdef proc_t pids[4]
+    cdef int32_t levels[4]
+    cdef tcb_t out[4]
+    cdef Py_ssize_t refused_at, done
+    cdef tcb_t refused_code
+    pids[:] = [1, 2, 3, 4]
+    levels[:] = [1, 1, 1, 1]
+    with nogil:
+        refused_at = dpa_acquire_many(&a.core, pids, levels, out, 4)  # the 4th finds the queue full
+        refused_code = out[refused_at]
+    a.check()
+    before = (a.pending(), a.stats()["served_pool"], a.stats()["queued"])
+    with nogil:
+        done = dpa_acquire_many(&a.core, pids, levels, out, 3)
+    a.check()
+    return (
+        refused_at, refused_code == DPA_QUEUE_FULL, before,
+        done, [out[0], out[1], out[2] == DPA_PENDING], a.pending(),
+    )
+
+
 def bad_level():
     '''dpa_acquire raises from nogil code.'''
     cdef DepthPoolAllocator a = DepthPoolAllocator([(1, 1)], 0)
@@ -95,6 +121,7 @@ import downstream
 
 print(downstream.churn(1000))
 print(downstream.handoff())
+print(downstream.batch())
 try:
     downstream.bad_level()
 except ValueError as exc:
@@ -126,6 +153,7 @@ def test_downstream_cython_cimports_and_runs_nogil(tmp_path: Path) -> None:
         """\
         3000
         (0, True, True, 1, 0, 2, 0, 2, 1, 0)
+        (3, True, (0, 0, 0), 3, [0, 1, True], 1)
         ValueError: level 2 out of range [1, 1]
         """
     ).splitlines()

@@ -4,9 +4,10 @@ Both implementations get the same long stream of calls (10^5 by default,
 10^6 with ``PYRESV_STRESS=1``) over several allocator shapes, from FIG 3's
 3 x (4 pools x 9) + 32 unreserved down to a few TCBs that are always
 contended. Every return value, error (type and message) and grant must be
-equal, and so must ``stats()`` after every call; ``check()``, holders and
-pool ownership are compared periodically. ``PYRESV_STRESS_SEED`` changes the
-seed. The thread hammer on the guarded allocator lives with the executor's tests.
+equal, and so must ``stats()`` after every call; a batch refused with
+``QueueFull`` must leave both pickled states as they were; ``check()``,
+holders and pool ownership are compared periodically. ``PYRESV_STRESS_SEED``
+changes the seed. The thread hammer on the guarded allocator lives with the executor's tests.
 """
 
 from __future__ import annotations
@@ -148,7 +149,13 @@ class _Lockstep:
         pids = [rng.randrange(self.nproc) for _ in range(n)]
         depths = [rng.randint(1, self.levels) for _ in range(n)]
         remote = [d < self.levels and rng.random() < 0.5 for d in depths]
-        self.both("acquire_many", pids, depths, remote)
+        before = pickle.dumps(self.core), pickle.dumps(self.ref)
+        got = self.both("acquire_many", pids, depths, remote)
+        if got[:2] == ("error", "QueueFull"):
+            # All or nothing: the requests before the one that found the
+            # queue full were undone, to the last free-stack slot.
+            assert (pickle.dumps(self.core), pickle.dumps(self.ref)) == before, "a refused batch changed the state"
+            self.counts["batch_undone"] += 1
         self._resync()
 
     def release_many(self) -> None:
@@ -238,6 +245,9 @@ def test_differential_stress_against_the_reference() -> None:
         print(shape, dict(sorted(c.items())))
     elapsed = time.perf_counter() - t0
     assert totals["calls"] == TOTAL_OPS
-    for what in ("error:QueueFull", "error:AllocatorError", "error:ValueError", "pickled", "released_all", "cancelled"):
+    for what in (
+        "error:QueueFull", "error:AllocatorError", "error:ValueError", "pickled", "released_all", "cancelled",
+        "batch_undone",
+    ):
         assert totals[what] > 0, what
     print(f"\n{TOTAL_OPS} calls in {elapsed:.1f} s: {dict(sorted(totals.items()))}")

@@ -12,6 +12,7 @@ from pyresv._core.allocator cimport (
     DepthPoolAllocator,
     count_t,
     dpa_acquire,
+    dpa_acquire_many,
     dpa_cancel,
     dpa_holder,
     dpa_level_of,

@@ -158,6 +158,18 @@ cdef class DepthPoolAllocator:
 cdef tcb_t dpa_acquire(dpa_t* d, proc_t pid, int32_t level) except -2 nogil
 cdef tcb_t dpa_try_acquire(dpa_t* d, proc_t pid, int32_t level) noexcept nogil
 
+# A batch of acquires, all or nothing: request i is (pids[i], levels[i]) and
+# out[i] gets its TCB id or DPA_PENDING, exactly as a loop of dpa_try_acquire.
+# Returns n when every request was resolved. Otherwise returns the index i of
+# the first request that failed, with out[i] = DPA_QUEUE_FULL (the wait queue
+# was full when its turn came) or DPA_BAD_ARG (pid or level out of range);
+# requests 0..i-1 are then undone, newest first, and the state is exactly as
+# before the call (same free-stack order, arrival numbers and counters). It
+# needs no memory beyond out[] (acquires never grant, so each undo is exact).
+cdef Py_ssize_t dpa_acquire_many(
+    dpa_t* d, const proc_t* pids, const int32_t* levels, tcb_t* out, Py_ssize_t n
+) noexcept nogil
+
 # Release a held TCB (FIG 6A/6B); it may be granted to a waiter at once.
 # Returns 0. dpa_release raises AllocatorError (not an id, or free) or
 # MemoryError and returns -1; dpa_try_release returns DPA_BAD_ARG or

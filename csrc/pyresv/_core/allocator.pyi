@@ -56,6 +56,8 @@ class DepthPoolAllocator:
         pids: npt.ArrayLike,
         depths: npt.ArrayLike,
         remote: npt.ArrayLike | None = None,
-    ) -> npt.NDArray[np.int32]: ...
-    def release_many(self, tcbs: npt.ArrayLike) -> None: ...
+    ) -> npt.NDArray[np.int32]:
+        """The loop of :meth:`acquire`, all or nothing: on QueueFull nothing was done."""
+    def release_many(self, tcbs: npt.ArrayLike) -> None:
+        """The loop of :meth:`release`; every TCB is checked first."""
     def __reduce__(self) -> tuple[Any, ...]: ...

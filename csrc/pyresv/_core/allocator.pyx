@@ -428,6 +428,77 @@ cdef tcb_t dpa_acquire(dpa_t* d, proc_t pid, int32_t level) except -2 nogil:
     return t
 
 
+cdef inline void _undo_acquire(dpa_t* d, proc_t pid, int32_t level, tcb_t t) noexcept nogil:
+    """Take back the newest acquire of ``pid`` at ``level``, which returned ``t``.
+
+    Exact only when nothing else changed the state since: a batch of
+    acquires undone newest first (acquires never grant, so nothing else
+    moved). Every pop is pushed back (the stacks are LIFO, so their order is
+    restored) and every counter rolled back.
+    """
+    cdef waitq_t* q = &d.q
+    cdef slot_t s
+    cdef int32_t l = 0
+    cdef tcb_t base = 0, u
+    cdef pool_t p
+    cdef level_info_t* L
+    if t == DPA_PENDING:
+        # Queued: the newest request of the whole queue, so its level's tail.
+        s = q.by_level[level].tail
+        waitq_remove(q, s)
+        if s == q.used - 1 and q.slots[s].lvl_next == DPA_NIL:
+            # It may have come from the high-water mark: hand it back there
+            # (when it came off a one-slot free stack this is the same state
+            # up to slot numbering, which nothing observes).
+            q.free_head = DPA_NIL
+            q.used -= 1
+        q.next_seq -= 1
+        d.queued -= 1
+        return
+    d.holder[t] = DPA_NIL
+    if t >= d.reserved_total:
+        # Back on the unreserved free stack, off the pid's list of held ones.
+        u = t - d.reserved_total
+        _unres_unhold(d, u, pid)
+        d.unres_next[u] = d.unres_free
+        d.unres_free = u
+        d.unres_nfree += 1
+        d.served_unreserved -= 1
+        return
+    p = _locate(d, t, &l, &base)
+    d.pool_stack[base + d.pool_nfree[p]] = t
+    d.pool_nfree[p] += 1
+    d.served_pool -= 1
+    L = &d.level[l]
+    if d.pool_nfree[p] == L.size:
+        # Wholly free again, so this acquire took the whole pool ([0029]):
+        # disown it and push it back on its level's free-pool stack.
+        d.owned[pid * d.levels + l - 1] = DPA_NIL
+        d.free_pools[L.first_pool + L.nfree_pools] = p
+        L.nfree_pools += 1
+
+
+cdef Py_ssize_t dpa_acquire_many(
+    dpa_t* d, const proc_t* pids, const int32_t* levels, tcb_t* out, Py_ssize_t n
+) noexcept nogil:
+    cdef Py_ssize_t i, j
+    cdef tcb_t t = 0
+    for i in range(n):
+        if pids[i] < 0 or pids[i] >= d.max_processes or levels[i] < 1 or levels[i] > d.levels:
+            t = DPA_BAD_ARG
+        else:
+            t = _dpa_acquire(d, pids[i], levels[i])
+        if t < DPA_PENDING:
+            # All or nothing (DESIGN §1: the state is unchanged after an
+            # error): undo the requests before this one, newest first.
+            for j in range(i - 1, -1, -1):
+                _undo_acquire(d, pids[j], levels[j], out[j])
+            out[i] = t
+            return i
+        out[i] = t
+    return n
+
+
 cdef int dpa_try_release(dpa_t* d, tcb_t tcb) noexcept nogil:
     if tcb < 0 or tcb >= d.total or d.holder[tcb] == DPA_NIL:
         return DPA_BAD_ARG
@@ -592,11 +663,11 @@ cdef int _raise_bad_remote(object depth, int32_t levels) except -1:
     )
 
 
-cdef int _raise_full(dpa_t* d, proc_t pid, int32_t level) except -1:
-    raise QueueFull(
-        f"wait queue full ({d.q.capacity} requests pending); "
-        f"pid {pid} at level {level} not queued"
-    )
+cdef int _raise_full(dpa_t* d, proc_t pid, int32_t level, Py_ssize_t index=-1, Py_ssize_t n=0) except -1:
+    msg = f"wait queue full ({d.q.capacity} requests pending); pid {pid} at level {level} not queued"
+    if index >= 0:
+        msg += f" (request {index} of a batch of {n}; the batch was undone)"
+    raise QueueFull(msg)
 
 
 cdef int _raise_bad_release(dpa_t* d, object tcb) except -1:
@@ -660,11 +731,75 @@ def _validate_depths(depths: object) -> tuple:
     return tuple(out)
 
 
-def _int_array(name: str, a: object) -> object:
-    """``a`` as a contiguous int64 array; ValueError unless it holds integers."""
-    if a.size and a.dtype.kind not in "iu":
-        raise ValueError(f"{name} must be integers, got dtype {a.dtype}")
+_INT64_MIN = -(2**63)
+_INT64_MAX = 2**63 - 1
+
+
+def _is_int(x: object) -> bool:
+    """An int or numpy integer, but not a bool (``True`` is no pid)."""
+    return type(x) is int or (isinstance(x, (int, np.integer)) and not isinstance(x, bool))
+
+
+def _batch_arrays(pids: object, depths: object, remote: object) -> tuple:
+    """The arguments of ``acquire_many`` as 1-d arrays of one length (ValueError otherwise)."""
+    p = np.asarray(pids)
+    d = np.asarray(depths)
+    r = np.zeros(p.shape, dtype=bool) if remote is None else np.asarray(remote)
+    if p.ndim != 1 or d.shape != p.shape or r.shape != p.shape:
+        raise ValueError(
+            f"pids, depths and remote must be 1-d of one length, got shapes "
+            f"{p.shape}, {d.shape}, {r.shape}"
+        )
+    return p, d, r
+
+
+def _clip64(a: object) -> object:
+    """Integers (an integer array, or ints in an object array) as a contiguous int64 array.
+
+    Values beyond int64 are clipped: they are out of every range, and error
+    messages name the original value.
+    """
+    if a.dtype.kind == "u" and a.dtype.itemsize == 8:
+        return np.ascontiguousarray(np.minimum(a, _INT64_MAX), dtype=np.int64)
+    if a.dtype.kind == "O":
+        return np.array([min(max(int(x), _INT64_MIN), _INT64_MAX) for x in a], dtype=np.int64)
     return np.ascontiguousarray(a, dtype=np.int64)
+
+
+def _int_array(name: str, a: object) -> object:
+    """1-d ``a`` as a contiguous int64 array; ValueError unless it holds integers.
+
+    Integer dtypes are accepted, and object arrays whose items are all ints
+    (not bools); floats, bools and anything else are refused.
+    """
+    if a.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    if a.dtype.kind == "O":
+        for i, x in enumerate(a):
+            if not _is_int(x):
+                raise ValueError(f"{name} must be integers, got {x!r} at index {i}")
+    elif a.dtype.kind not in "iu":
+        raise ValueError(f"{name} must be integers, got dtype {a.dtype}")
+    return _clip64(a)
+
+
+def _tcb_array(tcbs: object) -> tuple:
+    """The argument of ``release_many``: (the 1-d array, it as int64); like :func:`_int_array`.
+
+    A non-integer raises :class:`~pyresv.AllocatorError` naming it.
+    """
+    t = np.asarray(tcbs)
+    if t.ndim != 1:
+        raise ValueError(f"tcbs must be 1-d, got shape {t.shape}")
+    if t.size == 0:
+        return t, np.zeros(0, dtype=np.int64)
+    if t.dtype.kind == "O":
+        for x in t:
+            if not _is_int(x):
+                raise AllocatorError(f"TCB {x!r} is not an int")
+    elif t.dtype.kind not in "iu":
+        raise AllocatorError(f"TCB {t[0]!r} is not an int")
+    return t, _clip64(t)
 
 
 cdef object _int32_copy(const int32_t* src, Py_ssize_t n):
@@ -1031,62 +1166,61 @@ cdef class DepthPoolAllocator:
     def acquire_many(self, pids, depths, remote=None):
         """:meth:`acquire` for each ``(pid, depth, remote)``; an ``int32`` array of results.
 
-        Everything is validated first, so an error leaves the state as it
-        was: ``ValueError`` for bad shapes or values, and
-        :class:`~pyresv.QueueFull` if the batch could overflow the queue
-        (``pending() + len(pids) > max_waiters``). The loop runs without the
-        GIL.
+        The same as the loop ``[acquire(p, d, r) for ...]``, run without the
+        GIL, but all or nothing: if a request of the loop would raise, the
+        batch raises that error and the state is as before the call.
+        Arguments are validated first (``ValueError`` for bad shapes or
+        values; ``pids`` and ``depths`` are integer arrays, or object arrays
+        of ints). If the queue fills up, :class:`~pyresv.QueueFull` names the
+        request that found it full, after the requests before it were undone.
         """
         cdef dpa_t* d = &self.core
         cdef Py_ssize_t i, n, bad = -1
         cdef const int64_t[::1] pv
         cdef const int64_t[::1] dv
         cdef const uint8_t[::1] rv
+        cdef int32_t[::1] pidv
         cdef int32_t[::1] lv
         cdef int32_t[::1] ov
         cdef int64_t x, y
         if self._busy:
             _raise_busy()
-        p = np.asarray(pids)
-        dd = np.asarray(depths)
-        r = np.zeros(p.shape, dtype=bool) if remote is None else np.asarray(remote)
-        if p.ndim != 1 or dd.shape != p.shape or r.shape != p.shape:
-            raise ValueError(
-                f"pids, depths and remote must be 1-d of one length, got shapes "
-                f"{p.shape}, {dd.shape}, {r.shape}"
-            )
+        p, dd, r = _batch_arrays(pids, depths, remote)
         pv = _int_array("pids", p)
         dv = _int_array("depths", dd)
         rv = np.ascontiguousarray(r, dtype=bool).view(np.uint8)
         n = pv.shape[0]
+        pid32 = np.empty(n, dtype=np.int32)
         levels = np.empty(n, dtype=np.int32)
+        pidv = pid32
         lv = levels
         with nogil:
             for i in range(n):
                 x = pv[i]
                 y = dv[i]
-                if x < 0 or x >= d.max_processes or y < 1 or y + (rv[i] != 0) > d.levels:
+                if x < 0 or x >= d.max_processes or y < 1 or y > d.levels - (rv[i] != 0):
                     bad = i
                     break
+                pidv[i] = <int32_t>x
                 lv[i] = <int32_t>(y + (rv[i] != 0))
         if bad >= 0:
             if pv[bad] < 0 or pv[bad] >= d.max_processes:
-                _raise_bad_pid(int(pv[bad]), d.max_processes)
+                _raise_bad_pid(p[bad], d.max_processes)
             if dv[bad] < 1 or dv[bad] > d.levels:
-                _raise_bad_depth(int(dv[bad]), d.levels)
-            _raise_bad_remote(int(dv[bad]), d.levels)
-        if d.q.npending + n > d.q.capacity:
-            raise QueueFull(
-                f"a batch of {n} with {d.q.npending} pending could exceed "
-                f"max_waiters={d.q.capacity}"
-            )
+                _raise_bad_depth(dd[bad], d.levels)
+            _raise_bad_remote(dd[bad], d.levels)
         out = np.empty(n, dtype=np.int32)
         ov = out
+        if n == 0:
+            return out
         self._busy = True
         with nogil:
-            for i in range(n):
-                ov[i] = _dpa_acquire(d, <proc_t>pv[i], lv[i])
+            bad = dpa_acquire_many(d, &pidv[0], &lv[0], &ov[0], n)
         self._busy = False
+        if bad < n:
+            if ov[bad] != DPA_QUEUE_FULL:  # cannot happen: validated above
+                raise AllocatorError(f"acquire_many: request {bad} refused with code {ov[bad]}")
+            _raise_full(d, pidv[bad], lv[bad], bad, n)
         return out
 
     def release_many(self, tcbs):
@@ -1101,12 +1235,7 @@ cdef class DepthPoolAllocator:
         cdef int64_t x
         if self._busy:
             _raise_busy()
-        t = np.asarray(tcbs)
-        if t.ndim != 1:
-            raise ValueError(f"tcbs must be 1-d, got shape {t.shape}")
-        if t.size and t.dtype.kind not in "iu":
-            raise AllocatorError(f"TCB {t[0]!r} is not an int")
-        tv = np.ascontiguousarray(t, dtype=np.int64)
+        t, tv = _tcb_array(tcbs)
         n = tv.shape[0]
         # One pass: every id held (the first that is not is the error), and
         # distinct, by marking each holder negative (-2 - pid); then restore.
@@ -1126,7 +1255,7 @@ cdef class DepthPoolAllocator:
                 if d.holder[x] < DPA_NIL:
                     d.holder[x] = -2 - d.holder[x]
         if bad >= 0:
-            _raise_bad_release(d, int(tv[bad]))
+            _raise_bad_release(d, t[bad])
         if dup >= 0:
             raise AllocatorError(f"TCB {tv[dup]} appears twice in one release_many batch")
         if d.grants.len + d.q.npending > d.grants.cap:
