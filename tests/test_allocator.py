@@ -11,8 +11,10 @@ import gc
 import inspect
 import pickle
 import random
+import threading
+import time
 import tracemalloc
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import pytest
@@ -860,28 +862,81 @@ def test_bytes_per_tcb_for_ten_million() -> None:
 # ----------------------------------------------------------------- threads
 
 
-def test_batches_run_without_the_gil_and_guard_the_state() -> None:
-    # While acquire_many runs in one thread, another one gets the GIL; a call
-    # that would read or change the allocator then is refused, not a race.
-    import threading
+def _pickled_stats(a: Any) -> dict:
+    b = pickle.loads(pickle.dumps(a))
+    b.check()
+    return b.stats()
 
-    n = 3_000_000
-    for _attempt in range(5):
-        a = DepthPoolAllocator([(1, n)], 0, max_processes=1, max_waiters=n)
-        out: list = []
-        pids, depths = np.zeros(n, np.int64), np.ones(n, np.int64)
-        worker = threading.Thread(target=lambda: out.append(a.acquire_many(pids, depths)))
-        refused = False
-        worker.start()
-        while worker.is_alive() and not refused:
+
+# Every call that reads the state, and what it returns before and after the
+# batch of test_reads_during_a_batch_are_refused_or_consistent (pid 1 asks M
+# times for the pool of M TCBs at level 1, then M times more: those queue).
+M = 300_000
+READS: dict[str, Callable[[Any], Any]] = {
+    "check": lambda a: a.check(),
+    "stats": lambda a: a.stats(),
+    "pending": lambda a: a.pending(),
+    "pending(pid)": lambda a: a.pending(1),
+    "holder": lambda a: a.holder(M // 2),
+    "level_of": lambda a: a.level_of(M - 1),
+    "owned_pool": lambda a: a.owned_pool(1, 1),
+    "take_grants": lambda a: a.take_grants(),
+    "pickle": _pickled_stats,
+    "copy": lambda a: copy.copy(a).stats(),
+    "repr": lambda a: repr(a).split("pending=")[1],  # never raises: "<busy>" during a batch
+}
+
+
+def test_reads_during_a_batch_are_refused_or_consistent() -> None:
+    # While acquire_many runs without the GIL in one thread, the other thread
+    # polls every read: each either raises "busy" or returns what it returns
+    # before or after the batch, never a half-updated state. The other way
+    # round, a batch that would start while a read has let go of the GIL
+    # (numpy does, to zero a big array) is refused too; the worker retries.
+    # Bounded: at most 20 batches of about 10 ms, stopping once every read
+    # was refused once, and a minute in all.
+    pids, depths = np.ones(2 * M, np.int64), np.ones(2 * M, np.int64)
+    fresh = DepthPoolAllocator([(1, M)], 0, max_processes=2, max_waiters=M)
+    done = pickle.loads(pickle.dumps(fresh))
+    assert done.acquire_many(pids, depths).tolist() == list(range(M)) + [PENDING] * M
+    allowed = {name: (read(fresh), read(done)) for name, read in READS.items()}
+    assert allowed["pending"] == (0, M) and allowed["holder"] == (-1, 1)
+    allowed["repr"] += ("<busy>",)
+    refused: set[str] = set()
+    deadline = time.monotonic() + 60
+
+    def batch(a: Any, out: list) -> None:
+        while time.monotonic() < deadline:
             try:
-                a.stats()
+                out.append(a.acquire_many(pids, depths))
+                return
             except AllocatorError as exc:
-                assert "busy" in str(exc)
-                refused = True
-        worker.join()
-        assert np.array_equal(out[0], np.arange(n))
+                if "another thread is reading its whole state" not in str(exc):
+                    out.append(exc)
+                    return
+
+    for _attempt in range(20):
+        a = pickle.loads(pickle.dumps(fresh))
+        out: list = []
+        worker = threading.Thread(target=batch, args=(a, out))
+        worker.start()
+        polls = 0
+        while worker.is_alive() and time.monotonic() < deadline:
+            name = list(READS)[polls % len(READS)]
+            polls += 1
+            try:
+                got = READS[name](a)
+            except AllocatorError as exc:
+                assert str(exc) == "allocator is busy: a batch is running on another thread", name
+                refused.add(name)
+                continue
+            assert got in allowed[name], (name, got)
+        worker.join(timeout=60)
+        assert not worker.is_alive()
+        assert len(out) == 1 and isinstance(out[0], np.ndarray), out
+        assert out[0].tolist() == list(range(M)) + [PENDING] * M
         a.check()
-        if refused:
+        assert {name: read(a) for name, read in READS.items()} == {k: v[1] for k, v in allowed.items()}
+        if refused == set(READS) - {"repr"}:
             break
-    assert refused
+    assert refused == set(READS) - {"repr"}

@@ -37,7 +37,9 @@ unchanged; ``dpa_*`` take the GIL only to raise the Python exception
 ``MemoryError``) and return their ``except`` value.
 
 Threads: a ``dpa_t`` is not locked. Code that shares one between threads
-without the GIL must serialize the calls itself.
+without the GIL must serialize the calls itself. The Python methods refuse
+to run (``AllocatorError``, "busy") while a batch of the same allocator
+runs without the GIL on another thread, queries included.
 """
 
 from libc.stdint cimport int32_t, int64_t
@@ -148,7 +150,9 @@ cdef struct dpa_t:                      # one cluster's resource manager (118a/1
 cdef class DepthPoolAllocator:
     cdef dpa_t core               # the allocator; C code passes &alloc.core to dpa_* functions
     cdef tuple _depths            # ((pools, pool_size), ...) as constructed
-    cdef bint _busy               # True while a batch runs without the GIL
+    cdef int _busy                # 0, or who uses the state while other threads may run: a
+                                  # batch without the GIL (1), or check/stats/take_grants/
+                                  # pickling (2); every Python method then raises AllocatorError
 
 
 # Acquire one TCB for pid at level (1..levels; a remote call is served at

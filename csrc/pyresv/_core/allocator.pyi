@@ -13,7 +13,11 @@ from pyresv.errors import QueueFull as QueueFull
 __all__ = ["DepthPoolAllocator", "PENDING", "AllocatorError", "QueueFull"]
 
 class DepthPoolAllocator:
-    """One cluster's resource manager (118a/118b): depth-level reserved pools."""
+    """One cluster's resource manager (118a/118b): depth-level reserved pools.
+
+    Not locked: while a batch runs without the GIL on one thread, every call
+    from another thread, queries included, raises ``AllocatorError`` ("busy").
+    """
 
     def __init__(
         self,

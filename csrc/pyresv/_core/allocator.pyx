@@ -680,7 +680,20 @@ cdef int _raise_bad_release(dpa_t* d, object tcb) except -1:
     raise AllocatorError(f"TCB {tcb} is free: released twice?")
 
 
-cdef int _raise_busy() except -1:
+# DepthPoolAllocator._busy: who is using the state while other threads may run.
+cdef enum:
+    _IDLE = 0
+    _IN_BATCH = 1     # a batch runs without the GIL
+    _IN_READ = 2      # check/stats/take_grants/pickling, which may let other threads run
+                      # (numpy drops the GIL to zero big arrays; a gc pass runs Python code)
+
+
+cdef int _raise_busy(int why) except -1:
+    if why == _IN_READ:
+        raise AllocatorError(
+            "allocator is busy: another thread is reading its whole state "
+            "(check, stats, take_grants or pickling)"
+        )
     raise AllocatorError("allocator is busy: a batch is running on another thread")
 
 
@@ -1031,8 +1044,9 @@ cdef class DepthPoolAllocator:
         cdef long long p = 0, dep = 0
         cdef int32_t level
         cdef tcb_t t
-        if self._busy:
-            _raise_busy()
+        # Arguments first (an __index__ or __bool__ may run Python code and
+        # let another thread start a batch), then the one flag test, then
+        # the state, with nothing in between that could let a thread run.
         if _int_arg(pid, &p) != 0 or p < 0 or p >= d.max_processes:
             _raise_bad_pid(pid, d.max_processes)
         if _int_arg(depth, &dep) != 0 or dep < 1 or dep > d.levels:
@@ -1042,6 +1056,8 @@ cdef class DepthPoolAllocator:
             level += 1
             if level > d.levels:
                 _raise_bad_remote(depth, d.levels)
+        if self._busy:
+            _raise_busy(self._busy)
         t = _dpa_acquire(d, <proc_t>p, level)
         if t == DPA_QUEUE_FULL:
             _raise_full(d, <proc_t>p, level)
@@ -1055,9 +1071,10 @@ cdef class DepthPoolAllocator:
         """
         cdef dpa_t* d = &self.core
         cdef long long t = 0
+        cdef int rc = _int_arg(tcb, &t)
         if self._busy:
-            _raise_busy()
-        if _int_arg(tcb, &t) != 0 or t < 0 or t >= d.total or d.holder[t] == DPA_NIL:
+            _raise_busy(self._busy)
+        if rc != 0 or t < 0 or t >= d.total or d.holder[t] == DPA_NIL:
             _raise_bad_release(d, tcb)
         if d.grants.len + d.q.npending > d.grants.cap:
             grants_reserve(&d.grants, d.q.npending)
@@ -1068,17 +1085,22 @@ cdef class DepthPoolAllocator:
         cdef grants_t* g = &self.core.grants
         cdef Py_ssize_t i
         if self._busy:
-            _raise_busy()
-        out = [(g.buf[i].pid, g.buf[i].tcb) for i in range(g.head, g.len)]
+            _raise_busy(self._busy)
+        self._busy = _IN_READ
+        try:
+            out = [(g.buf[i].pid, g.buf[i].tcb) for i in range(g.head, g.len)]
+        finally:
+            self._busy = _IDLE
         g.head = 0
         g.len = 0
         return out
 
     def cancel(self, pid):
         """Drop every pending request of ``pid``; return how many."""
+        cdef proc_t p = _pid_arg(&self.core, pid)
         if self._busy:
-            _raise_busy()
-        return dpa_cancel(&self.core, _pid_arg(&self.core, pid))
+            _raise_busy(self._busy)
+        return dpa_cancel(&self.core, p)
 
     def release_all(self, pid):
         """Cancel ``pid``'s requests, then release every TCB it holds; return how many TCBs.
@@ -1086,23 +1108,35 @@ cdef class DepthPoolAllocator:
         Reserved TCBs go first, deepest level first, then the unreserved ones,
         each in id order (owner death, withdraw).
         """
+        cdef proc_t p = _pid_arg(&self.core, pid)
         if self._busy:
-            _raise_busy()
-        return dpa_release_all(&self.core, _pid_arg(&self.core, pid))
+            _raise_busy(self._busy)
+        return dpa_release_all(&self.core, p)
 
     def level_of(self, tcb):
         """The level of the TCB's pool, 0 for an unreserved TCB."""
-        return dpa_level_of(&self.core, _id_arg(&self.core, tcb))
+        cdef tcb_t t = _id_arg(&self.core, tcb)
+        if self._busy:
+            _raise_busy(self._busy)
+        return dpa_level_of(&self.core, t)
 
     def holder(self, tcb):
         """The pid holding ``tcb``, or -1 when it is free."""
-        return self.core.holder[_id_arg(&self.core, tcb)]
+        cdef tcb_t t = _id_arg(&self.core, tcb)
+        if self._busy:
+            _raise_busy(self._busy)
+        return self.core.holder[t]
 
     def pending(self, pid=None):
         """Number of pending requests, of ``pid`` or of everybody."""
-        if pid is None:
+        cdef proc_t p = -1
+        if pid is not None:
+            p = _pid_arg(&self.core, pid)
+        if self._busy:
+            _raise_busy(self._busy)
+        if p < 0:
             return self.core.q.npending
-        return self.core.q.pid_count[_pid_arg(&self.core, pid)]
+        return self.core.q.pid_count[p]
 
     def owned_pool(self, pid, level):
         """The pool ``pid`` owns at ``level``, or -1."""
@@ -1110,46 +1144,19 @@ cdef class DepthPoolAllocator:
         cdef long long v = 0
         if _int_arg(level, &v) != 0 or v < 1 or v > self.core.levels:
             raise ValueError(f"level {level} out of range [1, {self.core.levels}]")
+        if self._busy:
+            _raise_busy(self._busy)
         return self.core.owned[p * self.core.levels + <int32_t>v - 1]
 
     def stats(self):
         """A snapshot of plain ints and lists; two equal states compare ``==``."""
-        cdef dpa_t* d = &self.core
-        cdef int32_t l
-        cdef pool_t p
-        cdef long long nfree
-        cdef level_info_t* L
         if self._busy:
-            _raise_busy()
-        free, held, free_pools, owned_pools, pending = [], [], [], [], []
-        for l in range(1, d.levels + 1):
-            L = &d.level[l]
-            nfree = 0
-            for p in range(L.first_pool, L.first_pool + L.pools):
-                nfree += d.pool_nfree[p]
-            free.append(nfree)
-            held.append(<long long>L.pools * L.size - nfree)
-            free_pools.append(L.nfree_pools)
-            owned_pools.append(L.pools - L.nfree_pools)
-            pending.append(d.q.level_count[l])
-        return {
-            "levels": d.levels,
-            "total": d.total,
-            "free": free,
-            "held": held,
-            "free_pools": free_pools,
-            "owned_pools": owned_pools,
-            "unreserved_free": d.unres_nfree,
-            "unreserved_held": d.unreserved - d.unres_nfree,
-            "pending": pending,
-            "pending_total": d.q.npending,
-            "served_pool": d.served_pool,
-            "served_unreserved": d.served_unreserved,
-            "queued": d.queued,
-            "granted": d.granted,
-            "cancelled": d.cancelled,
-            "released": d.released,
-        }
+            _raise_busy(self._busy)
+        self._busy = _IN_READ
+        try:
+            return _stats(&self.core)
+        finally:
+            self._busy = _IDLE
 
     def check(self):
         """Verify every invariant of DESIGN §1 and the internal tables.
@@ -1157,8 +1164,12 @@ cdef class DepthPoolAllocator:
         Raises :class:`~pyresv.AllocatorError` naming the first that fails.
         """
         if self._busy:
-            _raise_busy()
-        msg = _find_broken(self)
+            _raise_busy(self._busy)
+        self._busy = _IN_READ
+        try:
+            msg = _find_broken(self)
+        finally:
+            self._busy = _IDLE
         if msg is not None:
             raise AllocatorError(msg)
 
@@ -1183,8 +1194,6 @@ cdef class DepthPoolAllocator:
         cdef int32_t[::1] lv
         cdef int32_t[::1] ov
         cdef int64_t x, y
-        if self._busy:
-            _raise_busy()
         p, dd, r = _batch_arrays(pids, depths, remote)
         pv = _int_array("pids", p)
         dv = _int_array("depths", dd)
@@ -1211,12 +1220,14 @@ cdef class DepthPoolAllocator:
             _raise_bad_remote(dd[bad], d.levels)
         out = np.empty(n, dtype=np.int32)
         ov = out
+        if self._busy:
+            _raise_busy(self._busy)
         if n == 0:
             return out
-        self._busy = True
+        self._busy = _IN_BATCH
         with nogil:
             bad = dpa_acquire_many(d, &pidv[0], &lv[0], &ov[0], n)
-        self._busy = False
+        self._busy = _IDLE
         if bad < n:
             if ov[bad] != DPA_QUEUE_FULL:  # cannot happen: validated above
                 raise AllocatorError(f"acquire_many: request {bad} refused with code {ov[bad]}")
@@ -1233,41 +1244,47 @@ cdef class DepthPoolAllocator:
         cdef Py_ssize_t i, n, bad = -1, dup = -1
         cdef const int64_t[::1] tv
         cdef int64_t x
-        if self._busy:
-            _raise_busy()
         t, tv = _tcb_array(tcbs)
         n = tv.shape[0]
-        # One pass: every id held (the first that is not is the error), and
-        # distinct, by marking each holder negative (-2 - pid); then restore.
-        with nogil:
-            for i in range(n):
-                x = tv[i]
-                if x < 0 or x >= d.total or d.holder[x] == DPA_NIL:
-                    bad = i
-                    break
-                if d.holder[x] < DPA_NIL:
-                    if dup < 0:
-                        dup = i
-                else:
-                    d.holder[x] = -2 - d.holder[x]
-            for i in range(n if bad < 0 else bad):
-                x = tv[i]
-                if d.holder[x] < DPA_NIL:
-                    d.holder[x] = -2 - d.holder[x]
-        if bad >= 0:
-            _raise_bad_release(d, t[bad])
-        if dup >= 0:
-            raise AllocatorError(f"TCB {tv[dup]} appears twice in one release_many batch")
-        if d.grants.len + d.q.npending > d.grants.cap:
-            grants_reserve(&d.grants, d.q.npending)
-        self._busy = True
-        with nogil:
-            for i in range(n):
-                _dpa_release(d, <tcb_t>tv[i])
-        self._busy = False
+        if self._busy:
+            _raise_busy(self._busy)
+        # The validation pass below writes the holders too: it runs under
+        # the mark, like the loop.
+        self._busy = _IN_BATCH
+        try:
+            # One pass: every id held (the first that is not is the error), and
+            # distinct, by marking each holder negative (-2 - pid); then restore.
+            with nogil:
+                for i in range(n):
+                    x = tv[i]
+                    if x < 0 or x >= d.total or d.holder[x] == DPA_NIL:
+                        bad = i
+                        break
+                    if d.holder[x] < DPA_NIL:
+                        if dup < 0:
+                            dup = i
+                    else:
+                        d.holder[x] = -2 - d.holder[x]
+                for i in range(n if bad < 0 else bad):
+                    x = tv[i]
+                    if d.holder[x] < DPA_NIL:
+                        d.holder[x] = -2 - d.holder[x]
+            if bad >= 0:
+                _raise_bad_release(d, t[bad])
+            if dup >= 0:
+                raise AllocatorError(f"TCB {tv[dup]} appears twice in one release_many batch")
+            if d.grants.len + d.q.npending > d.grants.cap:
+                grants_reserve(&d.grants, d.q.npending)
+            with nogil:
+                for i in range(n):
+                    _dpa_release(d, <tcb_t>tv[i])
+        finally:
+            self._busy = _IDLE
 
     # ----------------------------------------------------------- pickling
     def __reduce__(self):
+        if self._busy:
+            _raise_busy(self._busy)
         kwargs = {
             "depths": list(self._depths),
             "unreserved": self.core.unreserved,
@@ -1275,12 +1292,19 @@ cdef class DepthPoolAllocator:
             "max_waiters": self.core.q.capacity,
             "wake": self.wake,
         }
-        return (_rebuild, (type(self), kwargs, _getstate(self)))
+        self._busy = _IN_READ  # _getstate calls numpy functions written in Python
+        try:
+            state = _getstate(self)
+        finally:
+            self._busy = _IDLE
+        return (_rebuild, (type(self), kwargs, state))
 
     def __repr__(self):
+        # Never raises: while a batch runs the pending count is not settled.
+        pending = "<busy>" if self._busy else self.core.q.npending
         return (
             f"{type(self).__name__}(depths={self.depths}, unreserved={self.core.unreserved}, "
-            f"wake={self.wake!r}) pending={self.core.q.npending}"
+            f"wake={self.wake!r}) pending={pending}"
         )
 
 
@@ -1304,8 +1328,6 @@ cdef dict _getstate(DepthPoolAllocator a):
     cdef level_info_t* L
     cdef int32_t[::1] v32
     cdef int64_t[:, ::1] w
-    if a._busy:
-        _raise_busy()
     # Each pool's free stack, bottom to top, concatenated in pool order.
     k = 0
     for p in range(d.npools):
@@ -1528,6 +1550,43 @@ cdef int _setstate(DepthPoolAllocator a, dict state) except -1:
     if msg is not None:
         _bad_state(msg)
     return 0
+
+
+cdef dict _stats(dpa_t* d):
+    """DepthPoolAllocator.stats(): counts per level and the counters."""
+    cdef int32_t l
+    cdef pool_t p
+    cdef long long nfree
+    cdef level_info_t* L
+    free, held, free_pools, owned_pools, pending = [], [], [], [], []
+    for l in range(1, d.levels + 1):
+        L = &d.level[l]
+        nfree = 0
+        for p in range(L.first_pool, L.first_pool + L.pools):
+            nfree += d.pool_nfree[p]
+        free.append(nfree)
+        held.append(<long long>L.pools * L.size - nfree)
+        free_pools.append(L.nfree_pools)
+        owned_pools.append(L.pools - L.nfree_pools)
+        pending.append(d.q.level_count[l])
+    return {
+        "levels": d.levels,
+        "total": d.total,
+        "free": free,
+        "held": held,
+        "free_pools": free_pools,
+        "owned_pools": owned_pools,
+        "unreserved_free": d.unres_nfree,
+        "unreserved_held": d.unreserved - d.unres_nfree,
+        "pending": pending,
+        "pending_total": d.q.npending,
+        "served_pool": d.served_pool,
+        "served_unreserved": d.served_unreserved,
+        "queued": d.queued,
+        "granted": d.granted,
+        "cancelled": d.cancelled,
+        "released": d.released,
+    }
 
 
 # =================================================================== check
