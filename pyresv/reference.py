@@ -32,22 +32,10 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
+from pyresv.arguments import batch_arrays, int_array, is_int, tcb_array, validate_shape
 from pyresv.errors import PENDING, AllocatorError, QueueFull
 
 __all__ = ["DepthPoolAllocator", "PENDING", "AllocatorError", "QueueFull"]
-
-_WAKE_POLICIES = ("deepest", "fifo")
-# The compiled core keeps ids and counts in 32-bit C ints; the reference
-# refuses what the core refuses, with the same messages.
-_INT32_MAX = 2**31 - 1
-_INT64_MIN = -(2**63)
-_INT64_MAX = 2**63 - 1
-
-
-def _is_int(x: Any) -> bool:
-    """An int or numpy integer, but not a bool (``True`` is no pid)."""
-    return type(x) is int or (isinstance(x, (int, np.integer)) and not isinstance(x, bool))
-
 
 class _Request:
     """One pending request: ``pid`` asked for one TCB at ``level``."""
@@ -102,21 +90,9 @@ class DepthPoolAllocator:
         max_waiters: int = 65536,
         wake: str = "deepest",
     ) -> None:
-        levels = _validate_depths(depths)
-        unreserved = _validate_count("unreserved", unreserved, 0)
-        max_processes = _validate_count("max_processes", max_processes, 1)
-        max_waiters = _validate_count("max_waiters", max_waiters, 1)
-        if wake not in _WAKE_POLICIES:
-            raise ValueError(f"wake must be 'deepest' or 'fifo', got {wake!r}")
-        total = sum(pools * size for pools, size in levels) + unreserved
-        if total > _INT32_MAX - 1:
-            raise ValueError(f"{total} TCBs in all; at most {_INT32_MAX - 1} are supported")
-        if max_processes * len(levels) > _INT32_MAX:
-            raise ValueError(
-                f"max_processes * levels = {max_processes} * {len(levels)} = "
-                f"{max_processes * len(levels)}; at most {_INT32_MAX} are supported"
-            )
-
+        levels, unreserved, max_processes, max_waiters = validate_shape(
+            depths, unreserved, max_processes, max_waiters, wake
+        )
         self._depths = levels
         self._levels = len(levels)
         self._unreserved_n = unreserved
@@ -209,11 +185,11 @@ class DepthPoolAllocator:
 
     # ---------------------------------------------------------------- acquire
     def _level_for(self, pid: Any, depth: Any, remote: bool) -> int:
-        if not _is_int(pid):
+        if not is_int(pid):
             raise ValueError(f"pid must be an int, got {pid!r}")
         if not 0 <= pid < self._max_processes:
             raise ValueError(f"pid {pid} out of range [0, {self._max_processes})")
-        if not _is_int(depth):
+        if not is_int(depth):
             raise ValueError(f"depth must be an int, got {depth!r}")
         if not 1 <= depth <= self._levels:
             raise ValueError(f"depth {depth} out of range [1, {self._levels}]")
@@ -329,7 +305,7 @@ class DepthPoolAllocator:
 
     # ---------------------------------------------------------------- release
     def _check_held(self, tcb: Any) -> int:
-        if not _is_int(tcb):
+        if not is_int(tcb):
             raise AllocatorError(f"TCB {tcb!r} is not an int")
         tcb = int(tcb)
         if not 0 <= tcb < self._total:
@@ -409,7 +385,7 @@ class DepthPoolAllocator:
         return grants
 
     def _check_pid(self, pid: int) -> int:
-        if not _is_int(pid):
+        if not is_int(pid):
             raise ValueError(f"pid must be an int, got {pid!r}")
         pid = int(pid)
         if not 0 <= pid < self._max_processes:
@@ -467,7 +443,7 @@ class DepthPoolAllocator:
         return self._holder[self._check_id(tcb)]
 
     def _check_id(self, tcb: Any) -> int:
-        if not _is_int(tcb):
+        if not is_int(tcb):
             raise ValueError(f"TCB {tcb!r} is not an int")
         tcb = int(tcb)
         if not 0 <= tcb < self._total:
@@ -600,9 +576,9 @@ class DepthPoolAllocator:
         queue fills up, :class:`~pyresv.QueueFull` names the request that
         found it full, after the requests before it were undone.
         """
-        p, d, r = _batch_arrays(pids, depths, remote)
-        pv = _int_array("pids", p)
-        dv = _int_array("depths", d)
+        p, d, r = batch_arrays(pids, depths, remote)
+        pv = int_array("pids", p)
+        dv = int_array("depths", d)
         rv = np.ascontiguousarray(r, dtype=bool)
         for i in range(len(pv)):
             if not 0 <= pv[i] < self._max_processes:
@@ -677,7 +653,7 @@ class DepthPoolAllocator:
         All must be held and distinct, else :class:`~pyresv.AllocatorError`
         and nothing is released.
         """
-        t = _tcb_array(tcbs)
+        t, _ = tcb_array(tcbs)
         ids = [self._check_held(x) for x in t]
         if len(set(ids)) != len(ids):
             seen: set[int] = set()
@@ -703,95 +679,3 @@ def _rebuild(cls: type, state: dict[str, Any]) -> DepthPoolAllocator:
     obj = cls.__new__(cls)
     obj.__dict__.update(state)
     return obj
-
-
-def _batch_arrays(pids: Any, depths: Any, remote: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The arguments of ``acquire_many`` as 1-d arrays of one length (ValueError otherwise)."""
-    p = np.asarray(pids)
-    d = np.asarray(depths)
-    r = np.zeros(p.shape, dtype=bool) if remote is None else np.asarray(remote)
-    if p.ndim != 1 or d.shape != p.shape or r.shape != p.shape:
-        raise ValueError(
-            f"pids, depths and remote must be 1-d of one length, got shapes "
-            f"{p.shape}, {d.shape}, {r.shape}"
-        )
-    return p, d, r
-
-
-def _clip64(a: np.ndarray) -> np.ndarray:
-    """Integers (an integer array, or ints in an object array) as an int64 array.
-
-    Values beyond int64 are clipped, as in the core: they are out of every
-    range, and error messages name the original value.
-    """
-    if a.dtype.kind == "u" and a.dtype.itemsize == 8:
-        return np.minimum(a, _INT64_MAX).astype(np.int64)
-    if a.dtype.kind == "O":
-        return np.array([min(max(int(x), _INT64_MIN), _INT64_MAX) for x in a], dtype=np.int64)
-    return a.astype(np.int64)
-
-
-def _int_array(name: str, a: np.ndarray) -> np.ndarray:
-    """1-d ``a`` as an int64 array; ValueError unless it holds integers.
-
-    Integer dtypes are accepted, and object arrays whose items are all ints
-    (not bools); floats, bools and anything else are refused.
-    """
-    if a.size == 0:
-        return np.zeros(0, dtype=np.int64)
-    if a.dtype.kind == "O":
-        for i, x in enumerate(a):
-            if not _is_int(x):
-                raise ValueError(f"{name} must be integers, got {x!r} at index {i}")
-    elif a.dtype.kind not in "iu":
-        raise ValueError(f"{name} must be integers, got dtype {a.dtype}")
-    return _clip64(a)
-
-
-def _tcb_array(tcbs: Any) -> np.ndarray:
-    """The argument of ``release_many`` as a 1-d array of integers.
-
-    ValueError unless 1-d; :class:`~pyresv.AllocatorError` naming the first
-    item that is no integer (like :func:`_int_array`).
-    """
-    t = np.asarray(tcbs)
-    if t.ndim != 1:
-        raise ValueError(f"tcbs must be 1-d, got shape {t.shape}")
-    if t.size == 0:
-        return t
-    if t.dtype.kind == "O":
-        for x in t:
-            if not _is_int(x):
-                raise AllocatorError(f"TCB {x!r} is not an int")
-    elif t.dtype.kind not in "iu":
-        raise AllocatorError(f"TCB {t[0]!r} is not an int")
-    return t
-
-
-def _validate_count(name: str, value: Any, minimum: int) -> int:
-    if not _is_int(value):
-        raise ValueError(f"{name} must be an int, got {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    if value > _INT32_MAX:
-        raise ValueError(f"{name} must be <= {_INT32_MAX}, got {value}")
-    return int(value)
-
-
-def _validate_depths(depths: Any) -> list[tuple[int, int]]:
-    try:
-        items = list(depths)
-    except TypeError:
-        raise ValueError(f"depths must be a sequence of (pools, pool_size), got {depths!r}") from None
-    if not items:
-        raise ValueError("depths must name at least one level")
-    out = []
-    for i, item in enumerate(items, start=1):
-        try:
-            pools, size = item
-        except (TypeError, ValueError):
-            raise ValueError(f"depths[{i - 1}] (level {i}) must be (pools, pool_size), got {item!r}") from None
-        pools = _validate_count(f"depths[{i - 1}] pools (level {i})", pools, 0)
-        size = _validate_count(f"depths[{i - 1}] pool_size (level {i})", size, 1)
-        out.append((pools, size))
-    return out

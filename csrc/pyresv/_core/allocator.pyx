@@ -18,11 +18,11 @@ from libc.string cimport memcpy, memmove, memset
 
 import numpy as np
 
+from pyresv.arguments import batch_arrays, int_array, tcb_array, validate_shape
 from pyresv.errors import PENDING, AllocatorError, QueueFull
 
 __all__ = ["DepthPoolAllocator", "PENDING", "AllocatorError", "QueueFull"]
 
-_WAKE_POLICIES = ("deepest", "fifo")
 _STATE_VERSION = 1
 _COUNTERS = ("served_pool", "served_unreserved", "queued", "granted", "cancelled", "released")
 
@@ -715,106 +715,6 @@ cdef tcb_t _id_arg(dpa_t* d, object tcb) except -2:
     return <tcb_t>v
 
 
-def _validate_count(name: str, value: object, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise ValueError(f"{name} must be an int, got {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    if value > INT32_MAX:
-        raise ValueError(f"{name} must be <= {INT32_MAX}, got {value}")
-    return int(value)
-
-
-def _validate_depths(depths: object) -> tuple:
-    try:
-        items = list(depths)
-    except TypeError:
-        raise ValueError(f"depths must be a sequence of (pools, pool_size), got {depths!r}") from None
-    if not items:
-        raise ValueError("depths must name at least one level")
-    out = []
-    for i, item in enumerate(items, start=1):
-        try:
-            pools, size = item
-        except (TypeError, ValueError):
-            raise ValueError(f"depths[{i - 1}] (level {i}) must be (pools, pool_size), got {item!r}") from None
-        pools = _validate_count(f"depths[{i - 1}] pools (level {i})", pools, 0)
-        size = _validate_count(f"depths[{i - 1}] pool_size (level {i})", size, 1)
-        out.append((pools, size))
-    return tuple(out)
-
-
-_INT64_MIN = -(2**63)
-_INT64_MAX = 2**63 - 1
-
-
-def _is_int(x: object) -> bool:
-    """An int or numpy integer, but not a bool (``True`` is no pid)."""
-    return type(x) is int or (isinstance(x, (int, np.integer)) and not isinstance(x, bool))
-
-
-def _batch_arrays(pids: object, depths: object, remote: object) -> tuple:
-    """The arguments of ``acquire_many`` as 1-d arrays of one length (ValueError otherwise)."""
-    p = np.asarray(pids)
-    d = np.asarray(depths)
-    r = np.zeros(p.shape, dtype=bool) if remote is None else np.asarray(remote)
-    if p.ndim != 1 or d.shape != p.shape or r.shape != p.shape:
-        raise ValueError(
-            f"pids, depths and remote must be 1-d of one length, got shapes "
-            f"{p.shape}, {d.shape}, {r.shape}"
-        )
-    return p, d, r
-
-
-def _clip64(a: object) -> object:
-    """Integers (an integer array, or ints in an object array) as a contiguous int64 array.
-
-    Values beyond int64 are clipped: they are out of every range, and error
-    messages name the original value.
-    """
-    if a.dtype.kind == "u" and a.dtype.itemsize == 8:
-        return np.ascontiguousarray(np.minimum(a, _INT64_MAX), dtype=np.int64)
-    if a.dtype.kind == "O":
-        return np.array([min(max(int(x), _INT64_MIN), _INT64_MAX) for x in a], dtype=np.int64)
-    return np.ascontiguousarray(a, dtype=np.int64)
-
-
-def _int_array(name: str, a: object) -> object:
-    """1-d ``a`` as a contiguous int64 array; ValueError unless it holds integers.
-
-    Integer dtypes are accepted, and object arrays whose items are all ints
-    (not bools); floats, bools and anything else are refused.
-    """
-    if a.size == 0:
-        return np.zeros(0, dtype=np.int64)
-    if a.dtype.kind == "O":
-        for i, x in enumerate(a):
-            if not _is_int(x):
-                raise ValueError(f"{name} must be integers, got {x!r} at index {i}")
-    elif a.dtype.kind not in "iu":
-        raise ValueError(f"{name} must be integers, got dtype {a.dtype}")
-    return _clip64(a)
-
-
-def _tcb_array(tcbs: object) -> tuple:
-    """The argument of ``release_many``: (the 1-d array, it as int64); like :func:`_int_array`.
-
-    A non-integer raises :class:`~pyresv.AllocatorError` naming it.
-    """
-    t = np.asarray(tcbs)
-    if t.ndim != 1:
-        raise ValueError(f"tcbs must be 1-d, got shape {t.shape}")
-    if t.size == 0:
-        return t, np.zeros(0, dtype=np.int64)
-    if t.dtype.kind == "O":
-        for x in t:
-            if not _is_int(x):
-                raise AllocatorError(f"TCB {x!r} is not an int")
-    elif t.dtype.kind not in "iu":
-        raise AllocatorError(f"TCB {t[0]!r} is not an int")
-    return t, _clip64(t)
-
-
 cdef object _int32_copy(const int32_t* src, Py_ssize_t n):
     out = np.empty(n, dtype=np.int32)
     cdef int32_t[::1] view = out
@@ -872,24 +772,11 @@ cdef class DepthPoolAllocator:
         cdef pool_t p, first = 0
         cdef tcb_t base = 0, b, s, u
         cdef level_info_t* L
-        levels = _validate_depths(depths)
-        n_unres = _validate_count("unreserved", unreserved, 0)
-        n_procs = _validate_count("max_processes", max_processes, 1)
-        n_wait = _validate_count("max_waiters", max_waiters, 1)
-        if wake not in _WAKE_POLICIES:
-            raise ValueError(f"wake must be 'deepest' or 'fifo', got {wake!r}")
+        levels, n_unres, n_procs, n_wait = validate_shape(
+            depths, unreserved, max_processes, max_waiters, wake
+        )
         reserved = sum(pools * size for pools, size in levels)
         npools = sum(pools for pools, _ in levels)
-        if reserved + n_unres > INT32_MAX - 1:
-            raise ValueError(
-                f"{reserved + n_unres} TCBs in all; at most {INT32_MAX - 1} are supported"
-            )
-        if n_procs * len(levels) > INT32_MAX:
-            # The (pid, level) tables are indexed by pid * levels + level - 1.
-            raise ValueError(
-                f"max_processes * levels = {n_procs} * {len(levels)} = {n_procs * len(levels)}; "
-                f"at most {INT32_MAX} are supported"
-            )
         self._depths = levels
         d.levels = len(levels)
         d.reserved_total = reserved
@@ -1194,9 +1081,9 @@ cdef class DepthPoolAllocator:
         cdef int32_t[::1] lv
         cdef int32_t[::1] ov
         cdef int64_t x, y
-        p, dd, r = _batch_arrays(pids, depths, remote)
-        pv = _int_array("pids", p)
-        dv = _int_array("depths", dd)
+        p, dd, r = batch_arrays(pids, depths, remote)
+        pv = int_array("pids", p)
+        dv = int_array("depths", dd)
         rv = np.ascontiguousarray(r, dtype=bool).view(np.uint8)
         n = pv.shape[0]
         pid32 = np.empty(n, dtype=np.int32)
@@ -1244,7 +1131,7 @@ cdef class DepthPoolAllocator:
         cdef Py_ssize_t i, n, bad = -1, dup = -1
         cdef const int64_t[::1] tv
         cdef int64_t x
-        t, tv = _tcb_array(tcbs)
+        t, tv = tcb_array(tcbs)
         n = tv.shape[0]
         if self._busy:
             _raise_busy(self._busy)
