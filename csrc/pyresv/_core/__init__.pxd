@@ -36,5 +36,8 @@ from pyresv._core.allocator cimport (
     slot_t,
     tcb_t,
     waiter_t,
+    WQ_LEVEL,
+    WQ_PID_LEVEL,
+    WQ_SEEKERS,
     waitq_t,
 )

@@ -62,6 +62,12 @@ cdef enum:
     DPA_WAKE_FIFO = 1         # a freed unreserved TCB goes to the oldest request
 
 
+cdef enum:                    # the three lists a waiting request is linked in (waiter_t.prev/next)
+    WQ_LEVEL = 0              # its level's arrival list (wake order, FIG 6B block 620)
+    WQ_PID_LEVEL = 1          # its (pid, level) list (the owner's own waiters)
+    WQ_SEEKERS = 2            # its level's seekers list (pid owns no pool there, FIG 6A block 610)
+
+
 cdef struct level_info_t:     # one depth level (FIG 3A-3C); index 1..levels, [0] unused
     pool_t  pools             # number of pools at this level (columns of FIG 3)
     int32_t size              # TCBs per pool (rows of FIG 3)
@@ -76,12 +82,8 @@ cdef struct waiter_t:         # one pending request in a wait-queue slot
     proc_t  pid               # the requesting process
     int32_t level             # the level it is served at, 1..levels
     int32_t seeker            # 1 while in the level's seekers list (pid owns no pool there)
-    slot_t  lvl_prev          # previous in its level's arrival list, or DPA_NIL
-    slot_t  lvl_next          # next in its level's arrival list; links the free-slot stack when unused
-    slot_t  pl_prev           # previous in its (pid, level) list, or DPA_NIL
-    slot_t  pl_next           # next in its (pid, level) list, or DPA_NIL
-    slot_t  sk_prev           # previous in its level's seekers list, or DPA_NIL
-    slot_t  sk_next           # next in its level's seekers list, or DPA_NIL
+    slot_t  prev[3]           # previous in each list (indexed by WQ_*), or DPA_NIL
+    slot_t  next[3]           # next in each list, or DPA_NIL; next[WQ_LEVEL] links the free-slot stack when unused
 
 
 cdef struct slot_list_t:      # a doubly linked list of waiter slots, oldest first
@@ -93,7 +95,7 @@ cdef struct waitq_t:          # the wait queue of FIG 4 block 412 / FIG 5A block
     waiter_t*    slots        # [capacity] request nodes
     slot_t       capacity     # max_waiters
     slot_t       used         # high-water mark: slots >= used were never handed out
-    slot_t       free_head    # stack of recycled slots (linked through lvl_next), or DPA_NIL
+    slot_t       free_head    # stack of recycled slots (linked through next[WQ_LEVEL]), or DPA_NIL
     int32_t      npending     # requests queued now
     seq_t        next_seq     # arrival number of the next request
     int32_t      levels       # D, the number of levels

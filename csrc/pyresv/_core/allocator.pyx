@@ -34,73 +34,29 @@ _COUNTERS = ("served_pool", "served_unreserved", "queued", "granted", "cancelled
 # first by a TCB of its pool) and, while its pid owns no pool at that level,
 # the level's seekers list (who gets a wholly freed pool, FIG 6A block 610).
 
-cdef inline void _lvl_append(waitq_t* q, slot_t s, slot_list_t* L) noexcept nogil:
-    q.slots[s].lvl_prev = L.tail
-    q.slots[s].lvl_next = DPA_NIL
+cdef inline void _list_append(waitq_t* q, slot_t s, slot_list_t* L, int k) noexcept nogil:
+    """Link slot ``s`` at the tail of ``L``, one of its lists ``k`` (a WQ_* constant)."""
+    q.slots[s].prev[k] = L.tail
+    q.slots[s].next[k] = DPA_NIL
     if L.tail == DPA_NIL:
         L.head = s
     else:
-        q.slots[L.tail].lvl_next = s
+        q.slots[L.tail].next[k] = s
     L.tail = s
 
 
-cdef inline void _lvl_unlink(waitq_t* q, slot_t s, slot_list_t* L) noexcept nogil:
-    cdef slot_t prev = q.slots[s].lvl_prev
-    cdef slot_t nxt = q.slots[s].lvl_next
+cdef inline void _list_unlink(waitq_t* q, slot_t s, slot_list_t* L, int k) noexcept nogil:
+    """Unlink slot ``s`` from ``L``, its list ``k``."""
+    cdef slot_t prev = q.slots[s].prev[k]
+    cdef slot_t nxt = q.slots[s].next[k]
     if prev == DPA_NIL:
         L.head = nxt
     else:
-        q.slots[prev].lvl_next = nxt
+        q.slots[prev].next[k] = nxt
     if nxt == DPA_NIL:
         L.tail = prev
     else:
-        q.slots[nxt].lvl_prev = prev
-
-
-cdef inline void _pl_append(waitq_t* q, slot_t s, slot_list_t* L) noexcept nogil:
-    q.slots[s].pl_prev = L.tail
-    q.slots[s].pl_next = DPA_NIL
-    if L.tail == DPA_NIL:
-        L.head = s
-    else:
-        q.slots[L.tail].pl_next = s
-    L.tail = s
-
-
-cdef inline void _pl_unlink(waitq_t* q, slot_t s, slot_list_t* L) noexcept nogil:
-    cdef slot_t prev = q.slots[s].pl_prev
-    cdef slot_t nxt = q.slots[s].pl_next
-    if prev == DPA_NIL:
-        L.head = nxt
-    else:
-        q.slots[prev].pl_next = nxt
-    if nxt == DPA_NIL:
-        L.tail = prev
-    else:
-        q.slots[nxt].pl_prev = prev
-
-
-cdef inline void _sk_append(waitq_t* q, slot_t s, slot_list_t* L) noexcept nogil:
-    q.slots[s].sk_prev = L.tail
-    q.slots[s].sk_next = DPA_NIL
-    if L.tail == DPA_NIL:
-        L.head = s
-    else:
-        q.slots[L.tail].sk_next = s
-    L.tail = s
-
-
-cdef inline void _sk_unlink(waitq_t* q, slot_t s, slot_list_t* L) noexcept nogil:
-    cdef slot_t prev = q.slots[s].sk_prev
-    cdef slot_t nxt = q.slots[s].sk_next
-    if prev == DPA_NIL:
-        L.head = nxt
-    else:
-        q.slots[prev].sk_next = nxt
-    if nxt == DPA_NIL:
-        L.tail = prev
-    else:
-        q.slots[nxt].sk_prev = prev
+        q.slots[nxt].prev[k] = prev
 
 
 cdef inline slot_t waitq_push(waitq_t* q, proc_t pid, int32_t level, bint seeker) noexcept nogil:
@@ -115,7 +71,7 @@ cdef inline slot_t waitq_push(waitq_t* q, proc_t pid, int32_t level, bint seeker
         return DPA_QUEUE_FULL
     if q.free_head != DPA_NIL:
         s = q.free_head
-        q.free_head = q.slots[s].lvl_next
+        q.free_head = q.slots[s].next[WQ_LEVEL]
     else:
         s = q.used
         q.used += 1
@@ -125,13 +81,13 @@ cdef inline slot_t waitq_push(waitq_t* q, proc_t pid, int32_t level, bint seeker
     w.pid = pid
     w.level = level
     w.seeker = seeker
-    _lvl_append(q, s, &q.by_level[level])
-    _pl_append(q, s, &q.by_pid_level[pid * q.levels + level - 1])
+    _list_append(q, s, &q.by_level[level], WQ_LEVEL)
+    _list_append(q, s, &q.by_pid_level[pid * q.levels + level - 1], WQ_PID_LEVEL)
     if seeker:
-        _sk_append(q, s, &q.seekers[level])
+        _list_append(q, s, &q.seekers[level], WQ_SEEKERS)
     else:
-        w.sk_prev = DPA_NIL
-        w.sk_next = DPA_NIL
+        w.prev[WQ_SEEKERS] = DPA_NIL
+        w.next[WQ_SEEKERS] = DPA_NIL
     q.npending += 1
     q.level_count[level] += 1
     q.pid_count[pid] += 1
@@ -141,7 +97,7 @@ cdef inline slot_t waitq_push(waitq_t* q, proc_t pid, int32_t level, bint seeker
 cdef inline void waitq_unseek(waitq_t* q, slot_t s) noexcept nogil:
     """Take request ``s`` off its level's seekers list (its pid now owns a pool there)."""
     if q.slots[s].seeker:
-        _sk_unlink(q, s, &q.seekers[q.slots[s].level])
+        _list_unlink(q, s, &q.seekers[q.slots[s].level], WQ_SEEKERS)
         q.slots[s].seeker = 0
 
 
@@ -150,13 +106,13 @@ cdef inline void waitq_remove(waitq_t* q, slot_t s) noexcept nogil:
     cdef waiter_t* w = &q.slots[s]
     cdef proc_t pid = w.pid
     cdef int32_t level = w.level
-    _lvl_unlink(q, s, &q.by_level[level])
-    _pl_unlink(q, s, &q.by_pid_level[pid * q.levels + level - 1])
+    _list_unlink(q, s, &q.by_level[level], WQ_LEVEL)
+    _list_unlink(q, s, &q.by_pid_level[pid * q.levels + level - 1], WQ_PID_LEVEL)
     waitq_unseek(q, s)
     q.npending -= 1
     q.level_count[level] -= 1
     q.pid_count[pid] -= 1
-    w.lvl_next = q.free_head
+    w.next[WQ_LEVEL] = q.free_head
     q.free_head = s
 
 
@@ -389,7 +345,7 @@ cdef inline void _dpa_release(dpa_t* d, tcb_t tcb) noexcept nogil:
     # wait on the pool.
     s = d.q.by_pid_level[pid * d.levels + level - 1].head
     while s != DPA_NIL:
-        nxt = d.q.slots[s].pl_next
+        nxt = d.q.slots[s].next[WQ_PID_LEVEL]
         waitq_unseek(&d.q, s)
         if d.pool_nfree[p] > 0:
             d.pool_nfree[p] -= 1
@@ -446,7 +402,7 @@ cdef inline void _undo_acquire(dpa_t* d, proc_t pid, int32_t level, tcb_t t) noe
         # Queued: the newest request of the whole queue, so its level's tail.
         s = q.by_level[level].tail
         waitq_remove(q, s)
-        if s == q.used - 1 and q.slots[s].lvl_next == DPA_NIL:
+        if s == q.used - 1 and q.slots[s].next[WQ_LEVEL] == DPA_NIL:
             # It may have come from the high-water mark: hand it back there
             # (when it came off a one-slot free stack this is the same state
             # up to slot numbering, which nothing observes).
@@ -529,7 +485,7 @@ cdef int32_t dpa_cancel(dpa_t* d, proc_t pid) noexcept nogil:
     for level in range(1, d.levels + 1):
         s = d.q.by_pid_level[pid * d.levels + level - 1].head
         while s != DPA_NIL:
-            nxt = d.q.slots[s].pl_next
+            nxt = d.q.slots[s].next[WQ_PID_LEVEL]
             waitq_remove(&d.q, s)
             n += 1
             s = nxt
@@ -1261,7 +1217,7 @@ cdef dict _getstate(DepthPoolAllocator a):
             w[k, 1] = l
             w[k, 2] = d.q.slots[s].seq
             k += 1
-            s = d.q.slots[s].lvl_next
+            s = d.q.slots[s].next[WQ_LEVEL]
     waiters = waiters[np.argsort(waiters[:, 2], kind="stable")]
     grants = np.empty((d.grants.len - d.grants.head, 2), dtype=np.int32)
     for i in range(d.grants.head, d.grants.len):
@@ -1606,7 +1562,7 @@ cdef object _find_broken(DepthPoolAllocator a):
             if s < 0 or s >= q.used or count > q.capacity:
                 return f"level {l}: wait list corrupt"
             w = &q.slots[s]
-            if w.level != l or w.lvl_prev != sp or w.seq <= last_seq or w.pid < 0 or w.pid >= d.max_processes:
+            if w.level != l or w.prev[WQ_LEVEL] != sp or w.seq <= last_seq or w.pid < 0 or w.pid >= d.max_processes:
                 return f"level {l}: wait list corrupt at slot {s}"
             pool = d.owned[w.pid * d.levels + l - 1]
             if w.seeker != (pool == DPA_NIL):
@@ -1617,7 +1573,7 @@ cdef object _find_broken(DepthPoolAllocator a):
             last_seq = w.seq
             count += 1
             sp = s
-            s = w.lvl_next
+            s = w.next[WQ_LEVEL]
         if q.by_level[l].tail != sp:
             return f"level {l}: wait list tail corrupt"
         if count != q.level_count[l]:
@@ -1633,7 +1589,7 @@ cdef object _find_broken(DepthPoolAllocator a):
         if s < 0 or s >= q.used or nfree_slots > q.capacity:
             return "free-slot stack corrupt"
         nfree_slots += 1
-        s = q.slots[s].lvl_next
+        s = q.slots[s].next[WQ_LEVEL]
     if nfree_slots + q.npending != q.used:
         return f"{q.used} slots used but {nfree_slots} free + {q.npending} pending"
     for pid in range(d.max_processes):
@@ -1648,12 +1604,12 @@ cdef object _find_broken(DepthPoolAllocator a):
                 if s < 0 or s >= q.used or count > cnt[pid]:
                     return f"pid {pid} level {l}: wait list corrupt"
                 w = &q.slots[s]
-                if w.pid != pid or w.level != l or w.pl_prev != sp or w.seq <= last_seq:
+                if w.pid != pid or w.level != l or w.prev[WQ_PID_LEVEL] != sp or w.seq <= last_seq:
                     return f"pid {pid} level {l}: wait list corrupt at slot {s}"
                 last_seq = w.seq
                 count += 1
                 sp = s
-                s = w.pl_next
+                s = w.next[WQ_PID_LEVEL]
             if q.by_pid_level[pid * d.levels + l - 1].tail != sp:
                 return f"pid {pid} level {l}: wait list tail corrupt"
             cnt[pid] -= count
@@ -1667,12 +1623,12 @@ cdef object _find_broken(DepthPoolAllocator a):
             if s < 0 or s >= q.used or nseek < 0:
                 return f"level {l}: seekers list corrupt"
             w = &q.slots[s]
-            if not w.seeker or w.level != l or w.sk_prev != sp or w.seq <= last_seq:
+            if not w.seeker or w.level != l or w.prev[WQ_SEEKERS] != sp or w.seq <= last_seq:
                 return f"pid {w.pid} waits at level {l} without a pool but is not a seeker"
             nseek -= 1
             last_seq = w.seq
             sp = s
-            s = w.sk_next
+            s = w.next[WQ_SEEKERS]
         if q.seekers[l].tail != sp:
             return f"level {l}: seekers list tail corrupt"
     if nseek != 0:
@@ -1700,7 +1656,7 @@ cdef object _find_broken(DepthPoolAllocator a):
                     f"lost wake-up: pid {w.pid} waits at level {l} while its pool {op} "
                     f"has a free TCB"
                 )
-            s = w.lvl_next
+            s = w.next[WQ_LEVEL]
     if not (0 <= d.grants.head <= d.grants.len <= d.grants.cap):
         return "grants buffer corrupt"
     return None
