@@ -1,7 +1,7 @@
 """Type stubs of the compiled depth-pool allocator (``allocator.pyx``)."""
 
 from collections.abc import Sequence
-from typing import Any, Literal, SupportsIndex
+from typing import Any, Literal, Self, SupportsIndex
 
 import numpy as np
 import numpy.typing as npt
@@ -19,15 +19,16 @@ class DepthPoolAllocator:
     from another thread, queries included, raises ``AllocatorError`` ("busy").
     """
 
-    def __init__(
-        self,
+    # The extension type takes its arguments in __cinit__, i.e. at __new__ time.
+    def __new__(
+        cls,
         depths: Sequence[tuple[int, int]] | Sequence[Sequence[int]],
         unreserved: int = 0,
         *,
         max_processes: int = 65536,
         max_waiters: int = 65536,
         wake: Literal["deepest", "fifo"] = "deepest",
-    ) -> None: ...
+    ) -> Self: ...
     @property
     def levels(self) -> int: ...
     @property
