@@ -28,7 +28,7 @@ import asyncio
 import contextvars
 from typing import Any, Callable, Sequence
 
-from pyresv.adapters import Allocator, WaitBook
+from pyresv.adapters import Allocator, AllocatorFactory, WaitBook
 
 __all__ = ["DepthLimiter", "Slot"]
 
@@ -121,7 +121,7 @@ class DepthLimiter:
         depths: Sequence[Sequence[int]],
         unreserved: int = 0,
         *,
-        allocator_cls: Callable[..., Allocator] | None = None,
+        allocator_cls: AllocatorFactory | None = None,
     ) -> None:
         if allocator_cls is None:
             import pyresv

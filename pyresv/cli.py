@@ -12,23 +12,26 @@ import argparse
 import json
 import sys
 import time
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from pyresv import __version__, modelcheck
 from pyresv.config import Config, ConfigError, default_config, load, to_toml
 
+if TYPE_CHECKING:
+    from pyresv.adapters import AllocatorFactory
+
 __all__ = ["build_parser", "main", "COMMANDS"]
 
 
-def _allocator_cls(name: str) -> type | None:
+def _allocator_cls(name: str) -> AllocatorFactory | None:
     if name == "reference":
-        from pyresv.reference import DepthPoolAllocator
+        from pyresv.reference import DepthPoolAllocator as Reference
 
-        return DepthPoolAllocator
+        return Reference
     if name == "compiled":
-        from pyresv._core.allocator import DepthPoolAllocator
+        from pyresv._core.allocator import DepthPoolAllocator as Compiled
 
-        return DepthPoolAllocator
+        return Compiled
     return None  # auto: compiled when built, else the reference
 
 

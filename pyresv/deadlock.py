@@ -62,7 +62,7 @@ def wait_for_graph(
     ``level_of``) and, per pid, its held steps (outermost first) and pending
     request. A ``None`` allocator is a failed cluster's."""
     # Per cluster: the level and holder of every TCB (level 0: unreserved).
-    tables = []
+    tables: list[list[tuple[int, int]]] = []
     for alloc in allocators:
         if alloc is None:  # a failed cluster: nothing is held or pending there
             tables.append([])
@@ -95,7 +95,7 @@ def find_cycle(graph: WaitFor, max_starts: int = 64) -> list[int]:
             self_loop = [start]
         # BFS from start back to start through other processes.
         parent: dict[int, int] = {}
-        frontier = deque()
+        frontier: deque[int] = deque()
         for b in succ.get(start, ()):
             if b != start and b not in parent:
                 parent[b] = start

@@ -32,12 +32,12 @@ import weakref
 from concurrent.futures import Executor, Future
 from typing import Any, Callable, Sequence
 
-from pyresv.adapters import Allocator, WaitBook
+from pyresv.adapters import Allocator, AllocatorFactory, WaitBook
 
 __all__ = ["DepthPoolExecutor", "LockedAllocator", "current_level"]
 
 
-def _default_allocator_cls() -> Callable[..., Allocator]:
+def _default_allocator_cls() -> AllocatorFactory:
     import pyresv
 
     return pyresv.DepthPoolAllocator
@@ -155,7 +155,7 @@ class _Item:
     __slots__ = ("core", "future", "fn", "args", "kwargs", "tree", "level")
 
     def __init__(
-        self, core: _Core, future: Future | None, fn: Callable, args: tuple, kwargs: dict, tree: _Tree, level: int
+        self, core: _Core, future: Future, fn: Callable, args: tuple, kwargs: dict, tree: _Tree, level: int
     ) -> None:
         self.core = core
         self.future = future
@@ -338,7 +338,7 @@ class DepthPoolExecutor(Executor):
         depths: Sequence[Sequence[int]],
         unreserved: int = 0,
         *,
-        allocator_cls: Callable[..., Allocator] | None = None,
+        allocator_cls: AllocatorFactory | None = None,
         thread_name_prefix: str = "",
     ) -> None:
         if allocator_cls is None:
@@ -483,7 +483,7 @@ def _python_exit() -> None:
 
 
 if hasattr(threading, "_register_atexit"):
-    threading._register_atexit(_python_exit)  # type: ignore[attr-defined]
+    threading._register_atexit(_python_exit)
 else:  # pragma: no cover
     import atexit
 

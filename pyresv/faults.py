@@ -179,6 +179,8 @@ class FaultInjector:
             counts["regranted_pools"] += len(pools)
         if cause is not None:
             for proc in victims:
+                # A live process runs under faults, so Simulation set its task.
+                assert proc.task is not None
                 proc.task.interrupt(cause)
 
     def ended(

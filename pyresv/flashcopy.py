@@ -123,6 +123,7 @@ class FlashCopyFlows:
             if value is not None and not (uncopied and vol.partial[t]):
                 break
             if uncopied:
+                assert rel is not None  # uncopied implies a relationship
                 img = yield from sim.call(
                     proc, c, 1, rel.source.home, "stage-source", self._stage_source, rel, t
                 )
@@ -224,7 +225,9 @@ class FlashCopyFlows:
                         proc, c, level, need.target.home, "copy-target", self._copy_target, need, t, img
                     )
                 continue
-            vol.disk[t] = vol.cache[t]
+            dirty = vol.cache[t]
+            assert dirty is not None  # checked at the top of this pass; nothing yielded since
+            vol.disk[t] = dirty
             vol.cache[t] = None
             vol.partial[t] = False
             if rel is not None and not rel.copied[t]:
@@ -274,7 +277,9 @@ class FlashCopyFlows:
             tgt = rel.target
             tgt.disk[t] = img
             if tgt.partial[t]:  # pending partial writes are merged with the full track now
-                tgt.cache[t] = img + tgt.cache[t]
+                partials = tgt.cache[t]
+                assert partials is not None  # a partial track has its partial writes cached
+                tgt.cache[t] = img + partials
                 tgt.partial[t] = False
             self._mark_copied(rel, t)
 
@@ -365,7 +370,9 @@ class FlashCopyFlows:
             if not rel.copied[t]:
                 # No point-in-time promise any more: a read returns what is there.
                 if tgt.partial[t]:
-                    tgt.cache[t] = tgt.disk[t] + tgt.cache[t]
+                    partials = tgt.cache[t]
+                    assert partials is not None  # a partial track has its partial writes cached
+                    tgt.cache[t] = tgt.disk[t] + partials
                     tgt.partial[t] = False
                 cached = tgt.cache[t]
                 tgt.expected[t] = cached if cached is not None else tgt.disk[t]

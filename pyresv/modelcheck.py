@@ -58,9 +58,12 @@ import time
 import tomllib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from pyresv.errors import PENDING, AllocatorError
+
+if TYPE_CHECKING:
+    from pyresv.adapters import AllocatorFactory
 
 __all__ = [
     "CheckConfig",
@@ -139,8 +142,8 @@ class CheckConfig:
         levels = len(self.depths)
         if self.hops is None:
             object.__setattr__(self, "hops", min(levels, 3))
-        _int_at_least("check.hops", self.hops, 1)
-        if self.hops > levels:
+        hops = _int_at_least("check.hops", self.hops, 1)
+        if hops > levels:
             raise ConfigError(
                 f"check.hops = {self.hops} needs {self.hops} depth levels "
                 f"(one per hop, [0038]) but reservation.depths has {levels}"
@@ -166,6 +169,7 @@ class CheckConfig:
     def route(self, op: int) -> tuple[int, ...]:
         """Cluster of each step of operation ``op``: it starts on ``op % clusters``
         and each step hops to the next cluster (FIG 7)."""
+        assert self.hops is not None  # __post_init__ filled in the default
         return tuple((op + s) % self.clusters for s in range(self.hops))
 
 
@@ -248,7 +252,7 @@ def _simulator_keys() -> dict[str, frozenset[str]]:
 
 
 # --------------------------------------------------------------- allocators
-def allocator_class(name: str = "compiled") -> type:
+def allocator_class(name: str = "compiled") -> AllocatorFactory:
     """The allocator class to check: ``"compiled"`` (the Cython core), ``"reference"``
     (the pure-Python oracle) or ``"auto"`` (the core when it is built, else the reference).
 
@@ -257,17 +261,17 @@ def allocator_class(name: str = "compiled") -> type:
     """
     if name in ("compiled", "auto"):
         try:
-            from pyresv._core.allocator import DepthPoolAllocator
+            from pyresv._core.allocator import DepthPoolAllocator as Compiled
         except ImportError as e:
             if name == "compiled":
                 raise ConfigError(f"the compiled allocator is not built ({e}); use --allocator reference") from None
         else:
-            return DepthPoolAllocator
+            return Compiled
     elif name != "reference":
         raise ConfigError(f"allocator must be 'compiled', 'reference' or 'auto', got {name!r}")
-    from pyresv.reference import DepthPoolAllocator
+    from pyresv.reference import DepthPoolAllocator as Reference
 
-    return DepthPoolAllocator
+    return Reference
 
 
 # ---------------------------------------------------------------- the model
@@ -326,7 +330,8 @@ class _Model:
         if clone not in CLONE_METHODS:
             raise ValueError(f"clone must be 'replay' or 'pickle', got {clone!r}")
         self.cfg = cfg
-        self.hops: int = cfg.hops  # type: ignore[assignment]
+        assert cfg.hops is not None  # CheckConfig.__post_init__ filled in the default
+        self.hops: int = cfg.hops
         self.routes = [cfg.route(k) for k in range(cfg.max_ops)]
         depths, unreserved = cfg.allocator_args()
         kwargs = dict(

@@ -157,7 +157,8 @@ def plot_latency(timeline: Timeline, *, title: str = "") -> Figure:
         kinds = [k for k in range(len(OP_CODES)) if np.any(timeline.op_kind == k)]
         ax.hist(
             [clipped[timeline.op_kind == k] for k in kinds],
-            bins=bins,
+            # matplotlib's stubs type bins as a Sequence[float]; an ndarray works.
+            bins=bins,  # type: ignore[arg-type]
             stacked=True,
             label=[OP_CODES[k] for k in kinds],
         )

@@ -675,7 +675,7 @@ class DepthPoolAllocator:
         )
 
 
-def _rebuild(cls: type, state: dict[str, Any]) -> DepthPoolAllocator:
+def _rebuild(cls: type[DepthPoolAllocator], state: dict[str, Any]) -> DepthPoolAllocator:
     obj = cls.__new__(cls)
     obj.__dict__.update(state)
     return obj

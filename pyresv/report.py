@@ -24,7 +24,7 @@ import csv
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Sequence, cast
 
 import numpy as np
 
@@ -134,7 +134,8 @@ def aggregate(rows: Sequence[dict[str, str]], x: str) -> tuple[list[Group], bool
     xs = list(dict.fromkeys(r[x] for r in rows))
     numeric = bool(xs) and all(_number(v) is not None for v in xs)
     if numeric:
-        xs.sort(key=lambda v: _number(v))
+        # numeric: every x value is a number, so the key is never None.
+        xs.sort(key=lambda v: cast(float, _number(v)))
     policies = list(dict.fromkeys(_row_policy(r) for r in rows))
     groups: list[Group] = []
     for policy in policies:

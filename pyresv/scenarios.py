@@ -44,10 +44,13 @@ Fault scenarios (:data:`FAULT_SCENARIOS`, ``pyresv faults``; the rules are in
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from pyresv.config import Config, parse
 from pyresv.simulation import RunResult, run
+
+if TYPE_CHECKING:
+    from pyresv.adapters import AllocatorFactory
 
 __all__ = [
     "Scenario", "SCENARIOS", "get", "run_scenario", "POLICIES",
@@ -182,7 +185,7 @@ def _lookup(table: dict[str, Any], name: str, what: str) -> Any:
 
 
 def _run_named(
-    entry: Any, name: str, policy: str, allocator_cls: type | None, trace: bool
+    entry: Any, name: str, policy: str, allocator_cls: AllocatorFactory | None, trace: bool
 ) -> RunResult:
     result = run(entry.config(policy), allocator_cls=allocator_cls, trace=trace)
     result.scenario = name
@@ -195,7 +198,7 @@ def get(name: str) -> Scenario:
 
 
 def run_scenario(
-    name: str, policy: str = "depth", *, allocator_cls: type | None = None, trace: bool = False
+    name: str, policy: str = "depth", *, allocator_cls: AllocatorFactory | None = None, trace: bool = False
 ) -> RunResult:
     """Run one scenario under one policy; the result's summary has a ``scenario`` key."""
     return _run_named(get(name), name, policy, allocator_cls, trace)
@@ -280,7 +283,7 @@ def get_fault(name: str) -> FaultScenario:
 
 
 def run_fault_scenario(
-    name: str, policy: str = "depth", *, allocator_cls: type | None = None, trace: bool = False
+    name: str, policy: str = "depth", *, allocator_cls: AllocatorFactory | None = None, trace: bool = False
 ) -> RunResult:
     """Run one fault scenario; the summary has ``scenario`` and ``faults`` keys."""
     return _run_named(get_fault(name), name, policy, allocator_cls, trace)

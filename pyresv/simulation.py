@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Callable, Generator
+from typing import TYPE_CHECKING, Any, Callable, Generator
 
 import numpy as np
 import simpy
@@ -40,6 +40,9 @@ from pyresv.faults import CallFailed, FaultInjector
 from pyresv.flashcopy import FlashCopyFlows, Relationship
 from pyresv.metrics import OP_CODES, MetricsRecorder
 from pyresv.topology import Cluster, InitResult, Volume, carve, home_of
+
+if TYPE_CHECKING:
+    from pyresv.adapters import AllocatorFactory
 
 __all__ = ["run", "RunResult", "Simulation", "Proc", "Task", "TraceEvent", "default_allocator_cls"]
 
@@ -53,13 +56,15 @@ TraceEvent = tuple[float, int, int, str, int, str]
 MAX_PROCESSES = 65536
 
 
-def default_allocator_cls() -> type:
+def default_allocator_cls() -> AllocatorFactory:
     """The compiled :class:`pyresv.DepthPoolAllocator`, else the pure-Python reference."""
     try:
-        from pyresv._core.allocator import DepthPoolAllocator
+        from pyresv._core.allocator import DepthPoolAllocator as Compiled
     except ImportError:
-        from pyresv.reference import DepthPoolAllocator
-    return DepthPoolAllocator
+        from pyresv.reference import DepthPoolAllocator as Reference
+
+        return Reference
+    return Compiled
 
 
 class Proc:
@@ -73,7 +78,7 @@ class Proc:
         self.start = start
         self.steps: list[tuple[int, int, str, int]] = []  # (cluster, level, name, tcb), outermost first
         self.pending: tuple[int, int, str] | None = None  # (cluster, level, name)
-        self.task: Task | None = None  # its SimPy process (set when faults may interrupt it)
+        self.task: simpy.Process | None = None  # its SimPy process (set when faults may interrupt it)
         self.dead = False  # aborted by a fault
 
     def __repr__(self) -> str:
@@ -107,7 +112,9 @@ class Task(simpy.Process):
             except StopIteration as stop:
                 self._ok = True
                 self._value = stop.value
-                event = None
+                # As in SimPy's own Process._resume: no target once the generator
+                # returned, although SimPy types Process._target as a plain Event.
+                event = None  # type: ignore[assignment]
                 break
             if event.callbacks is not None:
                 event.callbacks.append(self._resume)
@@ -122,7 +129,7 @@ class Simulation:
     def __init__(
         self,
         config: Config,
-        allocator_cls: type | None = None,
+        allocator_cls: AllocatorFactory | None = None,
         *,
         trace: bool = False,
         max_processes: int = MAX_PROCESSES,
@@ -238,6 +245,7 @@ class Simulation:
 
     def granted(self, proc: Proc) -> Generator[Any, Any, int]:
         """Wait until ``proc``'s queued request (see :meth:`try_acquire`) is granted; its TCB."""
+        assert proc.pending is not None  # try_acquire queued the request
         c, level, name = proc.pending
         tcb = yield self.waiting[(c, proc.pid)]
         proc.pending = None
@@ -665,7 +673,7 @@ class RunResult:
         lat = self.latencies_us
         if len(lat):
             p50, p99 = (float(x) * 1e-3 for x in np.percentile(lat, [50, 99]))
-            latency = {"p50": round(p50, 6), "p99": round(p99, 6)}
+            latency: dict[str, float | None] = {"p50": round(p50, 6), "p99": round(p99, 6)}
         else:
             latency = {"p50": None, "p99": None}
         sim_s = self.sim_time_s
@@ -715,7 +723,7 @@ class RunResult:
 
 
 def run(
-    config: Config, *, allocator_cls: type | None = None, trace: bool = False
+    config: Config, *, allocator_cls: AllocatorFactory | None = None, trace: bool = False
 ) -> RunResult:
     """Simulate ``config``; ``allocator_cls`` defaults to the compiled
     :class:`pyresv.DepthPoolAllocator` (the pure-Python reference when the core

@@ -43,6 +43,8 @@ from pyresv.config import Config, ConfigError, default_config, load
 if TYPE_CHECKING:
     from distributed import Client
 
+    from pyresv.adapters import AllocatorFactory
+
 __all__ = [
     "DESIGN_FIELDS",
     "Point",
@@ -192,15 +194,15 @@ def plan(config: Config, sets: Sequence[tuple[str, Sequence[Any]]], seeds: int =
 
 
 # ----------------------------------------------------------------- workers
-def _allocator_cls(name: str) -> type | None:
+def _allocator_cls(name: str) -> AllocatorFactory | None:
     if name == "reference":
-        from pyresv.reference import DepthPoolAllocator
+        from pyresv.reference import DepthPoolAllocator as Reference
 
-        return DepthPoolAllocator
+        return Reference
     if name == "compiled":
-        from pyresv._core.allocator import DepthPoolAllocator
+        from pyresv._core.allocator import DepthPoolAllocator as Compiled
 
-        return DepthPoolAllocator
+        return Compiled
     if name == "auto":
         return None
     raise ValueError(f"allocator: must be one of {', '.join(ALLOCATORS)}, got {name!r}")

@@ -13,9 +13,9 @@ drops every pending request of the pid.
 
 from __future__ import annotations
 
-from typing import Any, Iterator, Protocol
+from typing import Any, Callable, Iterator, Protocol
 
-__all__ = ["Allocator", "WaitBook"]
+__all__ = ["Allocator", "AllocatorFactory", "WaitBook"]
 
 
 class Allocator(Protocol):
@@ -44,6 +44,12 @@ class Allocator(Protocol):
     def stats(self) -> dict[str, Any]: ...
 
     def check(self) -> None: ...
+
+
+#: What builds an :class:`Allocator` from the ``DepthPoolAllocator`` constructor's
+#: arguments: the compiled ``pyresv.DepthPoolAllocator``, the pure-Python
+#: ``pyresv.reference.DepthPoolAllocator`` or a factory of either.
+AllocatorFactory = Callable[..., Allocator]
 
 
 class WaitBook:
@@ -151,6 +157,7 @@ class WaitBook:
                     break
         if index < 0:
             raise KeyError(f"pid {pid} has no pending request for {waiter!r}")
+        assert entries is not None  # index >= 0: the waiter was found in entries
         del entries[index]
         self.count -= 1
         dropped = self._alloc.cancel(pid)

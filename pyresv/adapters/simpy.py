@@ -39,7 +39,7 @@ import bisect
 import itertools
 import weakref
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Iterator, NamedTuple
+from typing import Any, Iterable, Iterator, NamedTuple, cast
 
 import simpy
 from simpy.events import PENDING as _SIMPY_PENDING
@@ -266,7 +266,7 @@ class DepthRequest(Event):
         task = None
         if pid is None:
             # Implicit: the pid of the calling process's tree, one level below it.
-            task = resource._tasks.get(proc)
+            task = resource._tasks.get(proc) if proc is not None else None
             if task is None:
                 task = _register(resource, proc)
             tree = task.tree
@@ -488,7 +488,7 @@ class DepthResource:
             if tcb._value is _SIMPY_PENDING:
                 tcb.cancel()
                 return
-            tcb = tcb._value
+            tcb = cast(int, tcb._value)  # a served request's value is its TCB
         alloc = self._alloc
         alloc.release(tcb)
         req = self._held.pop(tcb, None)
