@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -196,6 +197,13 @@ def _fmt(v: float | None, spec: str) -> str:
 def write_report(csv_path: str | Path, out: str | Path, x: str | None = None) -> tuple[list[Path], list[str]]:
     """Read a sweep CSV, write ``report.png`` and ``report.csv`` into ``out``;
     returns the paths and the printed table's lines."""
+    paths, lines, _xcol, _groups = _write_report(csv_path, out, x)
+    return paths, lines
+
+
+def _write_report(
+    csv_path: str | Path, out: str | Path, x: str | None
+) -> tuple[list[Path], list[str], str, list[Group]]:
     columns, rows = read_sweep(csv_path)
     if not rows:
         raise ConfigError(f"{csv_path}: the sweep has no rows")
@@ -218,7 +226,7 @@ def write_report(csv_path: str | Path, out: str | Path, x: str | None = None) ->
     unplaced = sum(1 for r in rows if r[xcol] == "")
     if unplaced:
         lines.append(f"{unplaced} failed runs left out: their {xcol} is unknown")
-    return [png, report_csv], lines
+    return [png, report_csv], lines, xcol, groups
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -227,11 +235,25 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, metavar="DIR", help="directory for report.png and report.csv")
     p.add_argument("--x", metavar="COLUMN",
                    help="x axis column (default: tcbs_per_cluster when it varies, else the first swept column that varies)")
+    p.add_argument("--json", action="store_true",
+                   help="print the table as JSON: {\"x\", \"groups\": [...], \"wrote\": [...]}")
 
 
 def run_cli(args: argparse.Namespace, *, out: Callable[[str], None] = print) -> int:
-    """``pyresv report``: write the figure and table, print the table."""
-    paths, lines = write_report(args.sweep_csv, args.out, args.x)
+    """``pyresv report``: write the figure and table, print the table (or it as JSON)."""
+    paths, lines, xcol, groups = _write_report(args.sweep_csv, args.out, args.x)
+    if getattr(args, "json", False):
+        out(json.dumps({
+            "x": xcol,
+            "groups": [
+                {"policy": g.policy, "x": g.x, "runs": g.runs, "failed": g.failed, "deadlocked": g.deadlocked,
+                 "deadlock_rate": g.deadlock_rate, "throughput_mean": g.throughput_mean,
+                 "throughput_std": g.throughput_std}
+                for g in groups
+            ],
+            "wrote": [str(p) for p in paths],
+        }, indent=2))
+        return 0
     for line in lines:
         out(line)
     out("wrote " + ", ".join(str(p) for p in paths))

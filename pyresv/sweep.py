@@ -502,6 +502,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--allocator", choices=ALLOCATORS, default="auto",
         help="allocator implementation the workers use (default: the compiled core when built)",
     )
+    p.add_argument(
+        "--json", action="store_true",
+        help='also print the rows as JSON: {"runs", "points", "seeds", "failed", "out", "columns", "rows"}',
+    )
 
 
 def run_cli(args: argparse.Namespace, *, out: Callable[[str], None] = print) -> int:
@@ -532,6 +536,12 @@ def run_cli(args: argparse.Namespace, *, out: Callable[[str], None] = print) -> 
     else:
         where = f"on {args.workers} local workers"
     n_points = len(result.plan.points) // result.plan.seeds
+    if getattr(args, "json", False):
+        out(json.dumps({
+            "runs": len(result.rows), "points": n_points, "seeds": result.plan.seeds,
+            "failed": result.errors, "out": str(args.out), "columns": result.columns, "rows": result.rows,
+        }, indent=2))
+        return 1 if result.errors else 0
     out(
         f"{len(result.rows)} runs ({n_points} points x {result.plan.seeds} seeds) {where} "
         f"in {result.wall_s:.2f} s; {result.errors} failed; wrote {args.out}"

@@ -134,6 +134,22 @@ def test_report_writes_figure_and_table(sweep_csv, tmp_path, capsys):
     assert float(got[("depth", "3")]["throughput mean"]) < float(got[("depth", "6")]["throughput mean"])
 
 
+def test_report_json_matches_the_table(sweep_csv, tmp_path, capsys):
+    out = tmp_path / "report"
+    assert main(["report", str(sweep_csv), "--out", str(out), "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["x"] == "tcbs_per_cluster"
+    assert doc["wrote"] == [str(out / "report.png"), str(out / "report.csv")]
+    _, rows = read_csv(out / "report.csv")
+    table = {(r["policy"], r["tcbs_per_cluster"]): r for r in rows}
+    got = {(g["policy"], g["x"]): g for g in doc["groups"]}
+    assert set(got) == set(table)
+    for key, g in got.items():
+        assert (g["runs"], g["failed"]) == (int(table[key]["runs"]), int(table[key]["failed"]))
+        assert g["deadlock_rate"] == pytest.approx(float(table[key]["deadlock rate"]), abs=5e-4)
+    assert got[("depth", "3")]["deadlocked"] == 0 and got[("shared", "3")]["deadlocked"] > 0
+
+
 def test_report_categorical_x(sweep_csv, tmp_path):
     paths, lines = report.write_report(sweep_csv, tmp_path / "r2", x="reservation.depths")
     assert_not_blank(paths[0])

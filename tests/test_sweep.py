@@ -329,3 +329,18 @@ def test_progress_bar_only_when_asked_or_on_a_terminal(capsys):
     assert "sweep" in err and "2/2" in err
     sweep.execute(configs, None, progress=None)  # stderr is not a terminal under pytest
     assert capsys.readouterr().err == ""
+
+
+def test_sweep_json_prints_the_rows(small_config_file, tmp_path, capsys):
+    out = tmp_path / "s.csv"
+    rc = main(["sweep", str(small_config_file), "--set", "controller.policy=depth,shared",
+               "--seeds", "2", "--workers", "0", "--out", str(out), "--json"])
+    assert rc == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert (doc["runs"], doc["points"], doc["seeds"], doc["failed"]) == (4, 2, 2, 0)
+    columns, rows = read_csv(out)
+    assert doc["columns"] == columns
+    assert [(r["controller.policy"], r["seed"]) for r in doc["rows"]] == [
+        (r["controller.policy"], int(r["seed"])) for r in rows
+    ]
+    assert [r["completed_ops"] for r in doc["rows"]] == [int(r["completed_ops"]) for r in rows]
