@@ -349,6 +349,39 @@ def test_implicit_pids_are_per_tree_and_recycled(allocator_cls):
     assert_clean(res)
 
 
+def test_implicit_pid_is_kept_while_its_tree_lives(allocator_cls):
+    # The request path reads a registered process's pid without checking that
+    # its tree was recycled: a tree keeps its pid while any process of it lives,
+    # however many other trees come and go (and have their pids recycled).
+    env = simpy.Environment()
+    res = DepthResource(env, allocator_cls([(2, 1)] * 2, 0))
+    seen = []
+
+    def use(tag, hold):
+        with res.request() as req:
+            yield req
+            seen.append((tag, req.pid, req.level))
+            yield env.timeout(hold)
+
+    def root():
+        for k in range(3):
+            with res.request() as req:
+                yield req
+                seen.append(("root", req.pid, req.level))
+                yield env.process(use(f"child{k}", 1))  # joins the root's tree
+            env.process(use(f"other{k}", 0))  # a tree of its own, recycled at once
+            yield env.timeout(1)
+
+    env.process(root())
+    env.run()
+    assert seen == [
+        ("root", 0, 1), ("child0", 0, 2), ("other0", 1, 1),
+        ("root", 0, 1), ("child1", 0, 2), ("other1", 1, 1),
+        ("root", 0, 1), ("child2", 0, 2), ("other2", 1, 1),
+    ]  # fmt: skip
+    assert_clean(res)
+
+
 # --------------------------------------------------------------- monitor
 def test_monitor_matches_allocator_stats(allocator_cls):
     env = simpy.Environment()

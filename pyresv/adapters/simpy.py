@@ -102,7 +102,10 @@ class _Family:
             task = _Task(_Tree(self.new_pid()), 0)
         else:
             task = _Task(parent.tree, parent.top())
-        task.tree.live += 1
+        tree = task.tree
+        if tree.pid < 0:  # a finished tree revived by a late process
+            tree.pid = self.new_pid()
+        tree.live += 1  # so the tree keeps its pid while this process is registered
         self.tasks[proc] = task
         proc.callbacks.append(self._on_exit)  # runs when the process ends
         return task
@@ -266,13 +269,13 @@ class DepthRequest(Event):
         task = None
         if pid is None:
             # Implicit: the pid of the calling process's tree, one level below it.
-            task = resource._tasks.get(proc) if proc is not None else None
+            # No "proc is not None" test: None is never a key, so a request made
+            # outside any process gets None here and _register rejects it.
+            task = resource._tasks.get(proc)  # type: ignore[arg-type]
             if task is None:
                 task = _register(resource, proc)
             tree = task.tree
-            pid = tree.pid
-            if pid < 0:  # a finished tree revived by a late process
-                pid = tree.pid = resource._family.new_pid()
+            pid = tree.pid  # >= 0: a tree with a registered process keeps its pid
             if depth is None:
                 held = task.levels  # ascending, so the last is the deepest
                 depth = (held[-1] if held else task.base) + 1
@@ -381,6 +384,10 @@ class DepthRequest(Event):
             self.resource._cancel(self)
 
 
+_new_event = object.__new__
+_start_request = DepthRequest.__init__
+
+
 def _register(resource: DepthResource, proc: Process | None) -> _Task:
     if proc is None:
         raise ValueError("request() without a pid must be made from inside a SimPy process")
@@ -473,7 +480,10 @@ class DepthResource:
         allocator's levels) and ``pyresv.QueueFull`` when the wait queue is full;
         nothing changes then.
         """
-        return DepthRequest(self, pid, depth, remote)
+        # DepthRequest(self, ...) without the type call: one interpreter frame less.
+        req = _new_event(DepthRequest)
+        _start_request(req, self, pid, depth, remote)
+        return req
 
     def release(self, tcb: int | DepthRequest) -> None:
         """Return a held TCB; waiting requests it serves are triggered in grant order.
