@@ -56,14 +56,18 @@ class ConfigError(ValueError):
 Validator = Callable[[str, Any], Any]
 
 
+def _bounds(key: str, value: float, minimum: float | None, maximum: float | None) -> None:
+    if minimum is not None and value < minimum:
+        raise ConfigError(f"{key}: must be >= {minimum}, got {value}")
+    if maximum is not None and value > maximum:
+        raise ConfigError(f"{key}: must be <= {maximum}, got {value}")
+
+
 def _int(minimum: int | None = None, maximum: int | None = None) -> Validator:
     def check(key: str, value: Any) -> int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise ConfigError(f"{key}: must be an integer, got {value!r}")
-        if minimum is not None and value < minimum:
-            raise ConfigError(f"{key}: must be >= {minimum}, got {value}")
-        if maximum is not None and value > maximum:
-            raise ConfigError(f"{key}: must be <= {maximum}, got {value}")
+        _bounds(key, value, minimum, maximum)
         return value
 
     return check
@@ -80,10 +84,7 @@ def _float(
             raise ConfigError(f"{key}: must be finite, got {value}")
         if positive and value <= 0:
             raise ConfigError(f"{key}: must be > 0, got {value}")
-        if minimum is not None and value < minimum:
-            raise ConfigError(f"{key}: must be >= {minimum}, got {value}")
-        if maximum is not None and value > maximum:
-            raise ConfigError(f"{key}: must be <= {maximum}, got {value}")
+        _bounds(key, value, minimum, maximum)
         return value
 
     return check
