@@ -35,7 +35,7 @@ is idempotent: a restart finds the relationship established and stops.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Generator
+from typing import TYPE_CHECKING, Any, Callable, Generator
 
 from pyresv.topology import Content, Volume
 
@@ -306,13 +306,18 @@ class FlashCopyFlows:
             yield before.established
         if rel.state is not PENDING_REL:  # a restart after the table entries were made
             return
+        yield from self._table_step(proc, rel, "establish", self._establish_target)
+
+    def _table_step(self, proc: Proc, rel: Relationship, name: str, on_target: Callable[..., Flow]) -> Flow:
+        """A relationship-table change ([0004]): the source's entry under a
+        level-1 TCB on its cluster, then a call to the target's cluster."""
         sim = self.sim
         c = rel.source.home
-        tcb = sim.try_acquire(proc, c, 1, False, "establish")
+        tcb = sim.try_acquire(proc, c, 1, False, name)
         if tcb < 0:
             tcb = yield from sim.granted(proc)
         yield sim.timeout(self.t_establish)
-        yield from sim.call(proc, c, 1, rel.target.home, "establish-target", self._establish_target, rel)
+        yield from sim.call(proc, c, 1, rel.target.home, f"{name}-target", on_target, rel)
         sim.release(proc, c, tcb)
 
     def _establish_target(self, proc: Proc, level: int, rel: Relationship) -> Flow:
@@ -352,14 +357,7 @@ class FlashCopyFlows:
             yield rel.established
         if rel.state is not ACTIVE:
             return
-        sim = self.sim
-        c = rel.source.home
-        tcb = sim.try_acquire(proc, c, 1, False, "withdraw")
-        if tcb < 0:
-            tcb = yield from sim.granted(proc)
-        yield sim.timeout(self.t_establish)
-        yield from sim.call(proc, c, 1, rel.target.home, "withdraw-target", self._withdraw_target, rel)
-        sim.release(proc, c, tcb)
+        yield from self._table_step(proc, rel, "withdraw", self._withdraw_target)
 
     def _withdraw_target(self, proc: Proc, level: int, rel: Relationship) -> Flow:
         yield self.sim.timeout(self.t_establish)
