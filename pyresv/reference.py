@@ -32,7 +32,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from pyresv.arguments import batch_arrays, int_array, is_int, tcb_array, validate_shape
+from pyresv._validate import batch_arrays, int_array, is_int, tcb_array, validate_shape
 from pyresv.errors import PENDING, AllocatorError, QueueFull
 
 __all__ = ["DepthPoolAllocator", "PENDING", "AllocatorError", "QueueFull"]

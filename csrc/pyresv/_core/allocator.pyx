@@ -18,7 +18,7 @@ from libc.string cimport memcpy, memmove, memset
 
 import numpy as np
 
-from pyresv.arguments import batch_arrays, int_array, tcb_array, validate_shape
+from pyresv._validate import batch_arrays, int_array, tcb_array, validate_shape
 from pyresv.errors import PENDING, AllocatorError, QueueFull
 
 __all__ = ["DepthPoolAllocator", "PENDING", "AllocatorError", "QueueFull"]
