@@ -21,8 +21,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pyresv
 import pyresv.reference
-from pyresv.aio import DepthLimiter
-from pyresv.executor import DepthPoolExecutor
+from pyresv.adapters.aio import DepthLimiter
+from pyresv.adapters.executor import DepthPoolExecutor
 
 THREADS = 8
 DEPTHS = [(3, 1), (2, 1), (1, 1)]  # 6 reserved TCBs over 3 levels ...

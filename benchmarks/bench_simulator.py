@@ -10,8 +10,8 @@ import time
 
 import simpy
 
-from pyresv import config as pconfig
-from pyresv import simulation
+from pyresv.sim import config as pconfig
+from pyresv.sim import engine
 
 FLOOR_EVENTS = 20_000
 

@@ -1,4 +1,4 @@
-"""The sweep layer: simulator runs per wall second through :mod:`pyresv.sweep`,
+"""The sweep layer: simulator runs per wall second through :mod:`pyresv.tools.sweep`,
 serially in-process and on a local Dask cluster of 2 worker processes on
 127.0.0.1, on one small config (16 runs of about 1000 host operations).
 
@@ -12,8 +12,8 @@ import time
 import tomllib
 from pathlib import Path
 
-from pyresv import sweep
-from pyresv.config import parse
+from pyresv.tools import sweep
+from pyresv.sim.config import parse
 
 SMALL = tomllib.loads((Path(__file__).resolve().parents[1] / "examples" / "small.toml").read_text())
 SETS = [("controller.policy", ["depth", "shared"]), ("reservation.unreserved", [0, 2])]

@@ -1,5 +1,5 @@
 """``python -m pyresv``: the command line."""
 
-from pyresv.cli import main
+from pyresv.tools.cli import main
 
 raise SystemExit(main())

@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from pyresv.aio import DepthLimiter
+from pyresv.adapters.aio import DepthLimiter
 
 WAIT = 10.0
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from pyresv.cli import COMMANDS, build_parser, main
-from pyresv.config import default_config, loads
+from pyresv.tools.cli import COMMANDS, build_parser, main
+from pyresv.sim.config import default_config, loads
 
 DESIGN_FIELDS = {
     "policy", "completed_ops", "deadlocked", "deadlock_cycle", "pit_violations", "leaked_tcbs",

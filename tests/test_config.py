@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from pyresv import config as pc
-from pyresv.config import ConfigError, default_config, load, loads, parse, to_toml
+from pyresv.sim import config as pc
+from pyresv.sim.config import ConfigError, default_config, load, loads, parse, to_toml
 
 
 def test_empty_config_takes_design_defaults() -> None:

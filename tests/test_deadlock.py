@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from pyresv.config import parse
-from pyresv.deadlock import Step, describe, find_cycle, wait_for_graph
+from pyresv.sim.config import parse
+from pyresv.sim.deadlock import Step, describe, find_cycle, wait_for_graph
 from pyresv.reference import DepthPoolAllocator
-from pyresv.simulation import Simulation, run
+from pyresv.sim.engine import Simulation, run
 
 ESTABLISH = [
     (150.0, 1, 0, "establish", 1, "acquire"),
@@ -139,7 +139,7 @@ def test_livelock_guard_stops_the_run() -> None:
 
 
 def test_processes_beyond_the_pid_space_wait_to_start() -> None:
-    from pyresv.scenarios import get
+    from pyresv.sim.scenarios import get
 
     config = get("cross-cluster").config("depth")
     sim = Simulation(config, max_processes=3)

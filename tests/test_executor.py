@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import pyresv.reference
-from pyresv.executor import DepthPoolExecutor, LockedAllocator, current_level
+from pyresv.adapters.executor import DepthPoolExecutor, LockedAllocator, current_level
 
 WAIT = 10.0  # seconds any single wait in these tests may take before it counts as stuck
 

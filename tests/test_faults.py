@@ -15,12 +15,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pyresv.cli import main
-from pyresv.config import ConfigError, load, loads, parse, to_toml
-from pyresv.faults import COUNTS, FaultInjector
-from pyresv.scenarios import FAULT_SCENARIOS, SCENARIOS, get_fault, run_fault_scenario
-from pyresv.simulation import Simulation
-from pyresv.topology import levels_needed
+from pyresv.tools.cli import main
+from pyresv.sim.config import ConfigError, load, loads, parse, to_toml
+from pyresv.sim.faults import COUNTS, FaultInjector
+from pyresv.sim.scenarios import FAULT_SCENARIOS, SCENARIOS, get_fault, run_fault_scenario
+from pyresv.sim.engine import Simulation
+from pyresv.sim.topology import levels_needed
 from strategies import host_ops, relationships
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"

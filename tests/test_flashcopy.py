@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from pyresv.config import Config, parse
-from pyresv.flashcopy import FlashCopyFlows
-from pyresv.simulation import RunResult, Simulation, run
+from pyresv.sim.config import Config, parse
+from pyresv.sim.flashcopy import FlashCopyFlows
+from pyresv.sim.engine import RunResult, Simulation, run
 
 ESTABLISH_1_TO_0 = [
     (150.0, 1, 0, "establish", 1, "acquire"),

@@ -21,7 +21,7 @@ import pytest
 
 from pyresv import PENDING
 from pyresv._core.allocator import DepthPoolAllocator as Core
-from pyresv.modelcheck import (
+from pyresv.tools.modelcheck import (
     CheckConfig,
     ConfigError,
     check,
@@ -339,8 +339,8 @@ def test_config_file_keys_and_overrides(tmp_path: Path) -> None:
         ("[check]\nhops = 4\n", r"check\.hops = 4 needs 4 depth levels"),
         ("[controller]\npolicy = 'fair'\n", r"controller\.policy must be"),
         ("[controller]\nclusters = 1\n", r"controller\.clusters must be >= 2"),
-        ("[reservation]\ndepths = [[1]]\n", r"reservation\.depths\[0\] must be \[pools, pool_size\]"),
-        ("[reservation]\ndepths = [[1, 0]]\n", r"reservation\.depths\[0\] pool_size must be >= 1"),
+        ("[reservation]\ndepths = [[1]]\n", r"reservation\.depths\[0\]: must be a \[pools, pool_size\] pair"),
+        ("[reservation]\ndepths = [[1, 0]]\n", r"reservation\.depths\[0\]: pool_size must be >= 1"),
         ("[reservation]\nunreserved = -1\n", r"reservation\.unreserved must be >= 0"),
         ("[reservation]\nwake = 'lifo'\n", r"reservation\.wake must be"),
         ("check = 3\n", r"check must be a table"),
@@ -390,7 +390,7 @@ def test_pyresv_check_bad_input_exits_2(tmp_path: Path) -> None:
 
 def test_module_entry_point_runs(tmp_path: Path) -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "pyresv.modelcheck", "--max-ops", "1"],
+        [sys.executable, "-m", "pyresv.tools.modelcheck", "--max-ops", "1"],
         capture_output=True, text=True, timeout=120, check=False, cwd=tmp_path,
     )
     assert proc.returncode == 0, proc.stderr

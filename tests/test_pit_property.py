@@ -13,9 +13,9 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pyresv.config import parse
-from pyresv.simulation import run
-from pyresv.topology import levels_needed
+from pyresv.sim.config import parse
+from pyresv.sim.engine import run
+from pyresv.sim.topology import levels_needed
 from strategies import host_ops, relationships
 
 

@@ -11,11 +11,11 @@ import matplotlib.image
 import numpy as np
 import pytest
 
-from pyresv import plots, sweep
-from pyresv.cli import main
-from pyresv import report
-from pyresv.config import ConfigError, parse, to_toml
-from pyresv.metrics import MetricsRecorder
+from pyresv.tools import plots, sweep
+from pyresv.tools.cli import main
+from pyresv.tools import report
+from pyresv.sim.config import ConfigError, parse, to_toml
+from pyresv.sim.metrics import MetricsRecorder
 
 SMALL = tomllib.loads((Path(__file__).resolve().parents[1] / "examples" / "small.toml").read_text())
 SMALL["reservation"]["depths"] = [[2, 1], [2, 1], [2, 1]]

@@ -6,7 +6,7 @@ from collections import Counter
 
 import pytest
 
-from pyresv.scenarios import POLICIES, SCENARIOS, get, run_scenario
+from pyresv.sim.scenarios import POLICIES, SCENARIOS, get, run_scenario
 
 FIG7_TRACE = [
     # Target1 (volume 2, c0) established from the source (volume 1, c1).

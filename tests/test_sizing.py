@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from pyresv import sizing
-from pyresv.cli import main
-from pyresv.config import ConfigError, default_config, load, parse, to_toml
+from pyresv.tools import sizing
+from pyresv.tools.cli import main
+from pyresv.sim.config import ConfigError, default_config, load, parse, to_toml
 
 # examples/small.toml: heavy enough that one pool per level costs throughput (one process at a time
 # per level and cluster), small enough to run in a fraction of a second.

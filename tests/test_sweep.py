@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from pyresv import sweep
-from pyresv.cli import main
-from pyresv.config import ConfigError, parse, to_toml
+from pyresv.tools import sweep
+from pyresv.tools.cli import main
+from pyresv.sim.config import ConfigError, parse, to_toml
 
 # Two clusters, 3 levels, a burst of host operations on two FlashCopy pairs:
 # with one TCB per level per cluster the shared pool deadlocks on seeds 1 and

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from pyresv.config import ConfigError, parse
-from pyresv.simulation import Simulation, run
-from pyresv.topology import InitAttempt, carve, home_of, levels_needed
+from pyresv.sim.config import ConfigError, parse
+from pyresv.sim.engine import Simulation, run
+from pyresv.sim.topology import InitAttempt, carve, home_of, levels_needed
 
 
 def test_home_of() -> None:

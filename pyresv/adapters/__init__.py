@@ -1,8 +1,8 @@
 """Adapters that put a depth-pool allocator under other runtimes.
 
 * :mod:`pyresv.adapters.simpy`: ``DepthResource``, a SimPy resource.
-* :mod:`pyresv.executor`: ``DepthPoolExecutor``, a ``concurrent.futures`` executor.
-* :mod:`pyresv.aio`: ``DepthLimiter``, an asyncio limiter.
+* :mod:`pyresv.adapters.executor`: ``DepthPoolExecutor``, a ``concurrent.futures`` executor.
+* :mod:`pyresv.adapters.aio`: ``DepthLimiter``, an asyncio limiter.
 
 All three queue requests in the allocator and learn that a request was served
 from the allocator's grants (``take_grants()``). :class:`WaitBook` is the shared
@@ -13,43 +13,11 @@ drops every pending request of the pid.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterator, Protocol
+from typing import Any, Callable, Iterator
+
+from pyresv._factory import Allocator, AllocatorFactory
 
 __all__ = ["Allocator", "AllocatorFactory", "WaitBook"]
-
-
-class Allocator(Protocol):
-    """The allocator contract the adapters rely on (DESIGN.md section 1)."""
-
-    @property
-    def levels(self) -> int: ...
-
-    @property
-    def total(self) -> int: ...
-
-    def acquire(self, pid: int, depth: int = 1, remote: bool = False) -> int: ...
-
-    def release(self, tcb: int) -> None: ...
-
-    def cancel(self, pid: int) -> int: ...
-
-    def take_grants(self) -> list[tuple[int, int]]: ...
-
-    def level_of(self, tcb: int) -> int: ...
-
-    def holder(self, tcb: int) -> int: ...
-
-    def pending(self, pid: int | None = None) -> int: ...
-
-    def stats(self) -> dict[str, Any]: ...
-
-    def check(self) -> None: ...
-
-
-#: What builds an :class:`Allocator` from the ``DepthPoolAllocator`` constructor's
-#: arguments: the compiled ``pyresv.DepthPoolAllocator``, the pure-Python
-#: ``pyresv.reference.DepthPoolAllocator`` or a factory of either.
-AllocatorFactory = Callable[..., Allocator]
 
 
 class WaitBook:

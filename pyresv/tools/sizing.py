@@ -47,7 +47,8 @@ import json
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
-from pyresv.config import Config, ConfigError, default_config, load
+from pyresv.errors import ConfigError
+from pyresv.sim.config import Config, default_config, load
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -209,7 +210,7 @@ class _Search:
         ]
 
     def summaries(self, r: Reservation) -> list[Any]:
-        from pyresv.sweep import execute
+        from pyresv.tools.sweep import execute
 
         return execute(self.configs(r), self.client, allocator=self.allocator)
 
@@ -427,7 +428,7 @@ def run_cli(args: argparse.Namespace, *, out: Callable[[str], None] = print) -> 
     if log and config.controller.policy != "depth":
         log(f"note: controller.policy is {config.controller.policy!r}; sizing is for the depth policy")
     if args.scheduler or args.workers > 0:
-        from pyresv.sweep import open_client
+        from pyresv.tools.sweep import open_client
 
         with open_client(args.workers or 1, args.scheduler) as client:
             result = size(config, args.seeds, tolerance=args.tolerance,

@@ -2,7 +2,7 @@
 
 Each subcommand is a pair of small functions registered in :data:`COMMANDS`:
 ``_args_<name>(parser)`` adds its options and ``_cmd_<name>(args) -> int``
-runs it. A :class:`~pyresv.config.ConfigError` (or an unknown scenario) is
+runs it. A :class:`~pyresv.sim.config.ConfigError` (or an unknown scenario) is
 reported on stderr with exit status 2, before anything runs.
 """
 
@@ -14,31 +14,26 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any, Callable
 
-from pyresv import __version__, modelcheck
-from pyresv.config import Config, ConfigError, default_config, load, to_toml
+from pyresv import __version__
+from pyresv.tools import modelcheck
+from pyresv._factory import ALLOCATORS, allocator_class
+from pyresv.errors import ConfigError
+from pyresv.sim.config import Config, default_config, load, to_toml
 
 if TYPE_CHECKING:
-    from pyresv.adapters import AllocatorFactory
+    from pyresv._factory import AllocatorFactory
 
 __all__ = ["build_parser", "main", "COMMANDS"]
 
 
-def _allocator_cls(name: str) -> AllocatorFactory | None:
-    if name == "reference":
-        from pyresv.reference import DepthPoolAllocator as Reference
-
-        return Reference
-    if name == "compiled":
-        from pyresv._core.allocator import DepthPoolAllocator as Compiled
-
-        return Compiled
-    return None  # auto: compiled when built, else the reference
+def _allocator_cls(name: str) -> AllocatorFactory:
+    return allocator_class(name)
 
 
 def _add_allocator(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--allocator",
-        choices=("auto", "compiled", "reference"),
+        choices=ALLOCATORS,
         default="auto",
         help="allocator implementation (default: the compiled core when built)",
     )
@@ -60,7 +55,7 @@ def _short_cycle(cycle: list[str], limit: int = 3) -> str:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from pyresv.scenarios import POLICIES, SCENARIOS, run_scenario
+    from pyresv.sim.scenarios import POLICIES, SCENARIOS, run_scenario
 
     cls = _allocator_cls(args.allocator)
     summaries = []
@@ -68,7 +63,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         for policy in POLICIES:
             summaries.append(run_scenario(name, policy, allocator_cls=cls).summary())
     if args.out:
-        from pyresv.plots import write_demo
+        from pyresv.tools.plots import write_demo
 
         _wrote(write_demo(summaries, args.out))
     if args.json:
@@ -121,7 +116,7 @@ def _simulate_config(args: argparse.Namespace) -> Config:
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
-    from pyresv.simulation import run
+    from pyresv.sim.engine import run
 
     config = _simulate_config(args)
     if args.print_config:
@@ -132,7 +127,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     wall = time.perf_counter() - t0
     s = result.summary()
     if args.out:
-        from pyresv.plots import write_run
+        from pyresv.tools.plots import write_run
 
         _wrote(write_run(result, args.out))
     if args.json:
@@ -165,14 +160,14 @@ def _wrote(paths: list[Any]) -> None:
 # ------------------------------------------------------------------ faults
 def _args_faults(p: argparse.ArgumentParser) -> None:
     p.add_argument("names", nargs="*", metavar="SCENARIO",
-                   help="fault scenarios to run (default: all; see pyresv.scenarios.FAULT_SCENARIOS)")
+                   help="fault scenarios to run (default: all; see pyresv.sim.scenarios.FAULT_SCENARIOS)")
     p.add_argument("--policy", choices=("depth", "shared"), default="depth", help="TCB policy (default: depth)")
     p.add_argument("--json", action="store_true", help="print a JSON list of run summaries (each with 'faults')")
     _add_allocator(p)
 
 
 def _cmd_faults(args: argparse.Namespace) -> int:
-    from pyresv.scenarios import FAULT_SCENARIOS, run_fault_scenario
+    from pyresv.sim.scenarios import FAULT_SCENARIOS, run_fault_scenario
 
     names = args.names or list(FAULT_SCENARIOS)
     unknown = [n for n in names if n not in FAULT_SCENARIOS]
@@ -195,39 +190,39 @@ def _cmd_faults(args: argparse.Namespace) -> int:
 
 
 # ------------------------------------------------- sweep / size / report
-# Their options and logic live in pyresv.sweep, pyresv.sizing, pyresv.report.
+# Their options and logic live in pyresv.tools.sweep, pyresv.tools.sizing, pyresv.tools.report.
 def _args_sweep(p: argparse.ArgumentParser) -> None:
-    from pyresv.sweep import add_arguments
+    from pyresv.tools.sweep import add_arguments
 
     add_arguments(p)
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
-    from pyresv.sweep import run_cli
+    from pyresv.tools.sweep import run_cli
 
     return run_cli(args)
 
 
 def _args_size(p: argparse.ArgumentParser) -> None:
-    from pyresv.sizing import add_arguments
+    from pyresv.tools.sizing import add_arguments
 
     add_arguments(p)
 
 
 def _cmd_size(args: argparse.Namespace) -> int:
-    from pyresv.sizing import run_cli
+    from pyresv.tools.sizing import run_cli
 
     return run_cli(args)
 
 
 def _args_report(p: argparse.ArgumentParser) -> None:
-    from pyresv.report import add_arguments
+    from pyresv.tools.report import add_arguments
 
     add_arguments(p)
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from pyresv.report import run_cli
+    from pyresv.tools.report import run_cli
 
     return run_cli(args)
 

@@ -3,7 +3,7 @@
 A sweep is the product of a few swept config keys (``--set KEY=V1,V2,...``)
 times a number of seeds. :func:`plan` validates every point's config in the
 client before anything runs (a bad key or value is a
-:class:`~pyresv.config.ConfigError` naming it); :func:`execute` runs the
+:class:`~pyresv.sim.config.ConfigError` naming it); :func:`execute` runs the
 points on a Dask client, batched into chunks so the per-task overhead
 (a few ms) stays small next to the simulations, and returns one
 :class:`Outcome` per point in plan order, whatever the completion order.
@@ -38,12 +38,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
-from pyresv.config import Config, ConfigError, default_config, load
+from pyresv._factory import ALLOCATORS, allocator_class
+from pyresv.errors import ConfigError
+from pyresv.sim.config import Config, default_config, load
 
 if TYPE_CHECKING:
     from distributed import Client
 
-    from pyresv.adapters import AllocatorFactory
+    from pyresv._factory import AllocatorFactory
 
 __all__ = [
     "DESIGN_FIELDS",
@@ -80,8 +82,6 @@ DESIGN_FIELDS: tuple[str, ...] = (
     "latency_ms",
     "sim_time_s",
 )
-
-ALLOCATORS = ("auto", "compiled", "reference")
 
 # A bare word given as a value (``depth``, ``fifo``) is a string.
 _BARE_WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-]*")
@@ -194,24 +194,14 @@ def plan(config: Config, sets: Sequence[tuple[str, Sequence[Any]]], seeds: int =
 
 
 # ----------------------------------------------------------------- workers
-def _allocator_cls(name: str) -> AllocatorFactory | None:
-    if name == "reference":
-        from pyresv.reference import DepthPoolAllocator as Reference
-
-        return Reference
-    if name == "compiled":
-        from pyresv._core.allocator import DepthPoolAllocator as Compiled
-
-        return Compiled
-    if name == "auto":
-        return None
-    raise ValueError(f"allocator: must be one of {', '.join(ALLOCATORS)}, got {name!r}")
+def _allocator_cls(name: str) -> AllocatorFactory:
+    return allocator_class(name)
 
 
 def simulate_point(config: dict[str, Any], allocator: str = "auto") -> dict[str, Any]:
     """Parse a plain-data config, simulate it and return its summary (raises on failure)."""
-    from pyresv.config import parse
-    from pyresv.simulation import run
+    from pyresv.sim.config import parse
+    from pyresv.sim.engine import run
 
     return run(parse(config), allocator_cls=_allocator_cls(allocator)).summary()
 

@@ -32,15 +32,10 @@ import weakref
 from concurrent.futures import Executor, Future
 from typing import Any, Callable, Sequence
 
-from pyresv.adapters import Allocator, AllocatorFactory, WaitBook
+from pyresv._factory import Allocator, AllocatorFactory, allocator_class
+from pyresv.adapters import WaitBook
 
 __all__ = ["DepthPoolExecutor", "LockedAllocator", "current_level"]
-
-
-def _default_allocator_cls() -> AllocatorFactory:
-    import pyresv
-
-    return pyresv.DepthPoolAllocator
 
 
 class LockedAllocator:
@@ -342,7 +337,7 @@ class DepthPoolExecutor(Executor):
         thread_name_prefix: str = "",
     ) -> None:
         if allocator_cls is None:
-            allocator_cls = _default_allocator_cls()
+            allocator_cls = allocator_class("auto")
         allocator = allocator_cls(depths, unreserved)
         pools = [int(p) for p, _size in depths]
         for level, p in enumerate(pools, start=1):

@@ -18,19 +18,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import Any, Sequence
 
-from pyresv.config import ConfigError
-
-if TYPE_CHECKING:
-    from pyresv.flashcopy import Relationship
+from pyresv.errors import ConfigError
 
 #: A track's content: the versions of the writes that made it.
 Content = tuple[int, ...]
 #: The content of a track nobody has written.
 BLANK: Content = (0,)
 
-__all__ = ["BLANK", "Content", "InitAttempt", "InitResult", "carve", "levels_needed", "home_of", "Volume", "Cluster"]
+__all__ = [
+    "BLANK", "Content", "InitAttempt", "InitResult", "carve", "levels_needed", "home_of", "Volume", "Cluster",
+    "Relationship", "PENDING_REL", "ACTIVE", "ENDED", "WITHDRAWN", "FAILED",
+]
 
 
 def home_of(volume: int, clusters: int) -> int:
@@ -78,7 +78,7 @@ def carve(
     FIG 2A/2B: levels are allocated in order; when one does not fit the
     initialization fails (block 218) and is retried with smaller pools
     ([0027]): every level's pool count is halved, keeping at least one pool per
-    level that had any. Raises :class:`~pyresv.config.ConfigError` (naming
+    level that had any. Raises :class:`~pyresv.sim.config.ConfigError` (naming
     ``reservation.system_tcbs``) when even that cannot fit.
     """
     budget = system_tcbs - unreserved
@@ -112,7 +112,7 @@ def carve(
 def levels_needed(clusters: int, relationships: Sequence[tuple[int, int]]) -> int:
     """Depth levels the flows need for these ``(source, target)`` relationships.
 
-    The longest chain of cross-cluster hops any flow of :mod:`pyresv.flashcopy`
+    The longest chain of cross-cluster hops any flow of :mod:`pyresv.sim.flashcopy`
     can make, every hop one level deeper ([0038]); work on the same cluster
     stays at its level. It mirrors the flows:
 
@@ -167,7 +167,7 @@ class Volume:
 
     Per track (Python lists, for cheap scalar access on the hot path):
 
-    Contents are tuples of write versions (see :mod:`pyresv.flashcopy`).
+    Contents are tuples of write versions (see :mod:`pyresv.sim.flashcopy`).
 
     * ``disk[t]``: content on the volume's disk. For a FlashCopy target whose
       track is not yet copied, the logical image lives on the source instead.
@@ -226,3 +226,50 @@ class Cluster:
     def __repr__(self) -> str:
         state = "" if self.alive else ", failed"
         return f"Cluster(c{self.cid}, ready={self.ready}{state})"
+
+
+# Relationship states ([0004]-[0006]).
+PENDING_REL = "pending"
+ACTIVE = "active"
+ENDED = "ended"
+WITHDRAWN = "withdrawn"
+FAILED = "failed"  # its establish failed for good (faults); never established
+
+
+class Relationship:
+    """One FlashCopy relationship ([0004]): entries in the source's and the
+    target's relationship tables, and a per-track copied bitmap."""
+
+    __slots__ = (
+        "rid", "source", "target", "at_us", "withdraw_us", "background", "streams",
+        "gen", "copied", "ncopied", "state", "established", "established_us", "ended_us",
+    )
+
+    def __init__(
+        self,
+        rid: int,
+        source: Volume,
+        target: Volume,
+        at_us: float,
+        withdraw_us: float | None,
+        background: bool,
+        streams: int,
+        established: Any,
+    ) -> None:
+        self.rid = rid
+        self.source = source
+        self.target = target
+        self.at_us = at_us
+        self.withdraw_us = withdraw_us
+        self.background = background
+        self.streams = streams
+        self.gen = 0
+        self.copied = bytearray()
+        self.ncopied = 0
+        self.state = PENDING_REL
+        self.established = established  # a SimPy event, succeeded at establish time
+        self.established_us = -1.0
+        self.ended_us = -1.0
+
+    def __repr__(self) -> str:
+        return f"Relationship({self.rid}: v{self.source.vid} -> v{self.target.vid}, {self.state})"

@@ -21,10 +21,10 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from pyresv.metrics import OP_CODES, Timeline
+from pyresv.sim.metrics import OP_CODES, Timeline
 
 if TYPE_CHECKING:
-    from pyresv.simulation import RunResult
+    from pyresv.sim.engine import RunResult
 
 __all__ = [
     "METRICS_COLUMNS",

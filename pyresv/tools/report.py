@@ -29,7 +29,7 @@ from typing import Any, Callable, Sequence, cast
 
 import numpy as np
 
-from pyresv.config import ConfigError
+from pyresv.errors import ConfigError
 
 __all__ = ["Group", "read_sweep", "choose_x", "fill_failed_x", "aggregate", "plot_report", "write_report", "add_arguments", "run_cli"]
 
@@ -158,7 +158,7 @@ def aggregate(rows: Sequence[dict[str, str]], x: str) -> tuple[list[Group], bool
 
 def plot_report(groups: Sequence[Group], x: str, numeric: bool, *, title: str = "") -> Any:
     """Two panels: deadlock rate and throughput (mean +- std) against ``x``, a line per policy."""
-    from pyresv.plots import POLICY_COLORS, new_figure
+    from pyresv.tools.plots import POLICY_COLORS, new_figure
 
     fig = new_figure(8.0, 6.5)
     ax_dead, ax_tp = fig.subplots(2, 1, sharex=True)
@@ -210,7 +210,7 @@ def _write_report(
     xcol = choose_x(columns, rows, x)
     rows = fill_failed_x(columns, rows, xcol)
     groups, numeric = aggregate(rows, xcol)
-    from pyresv.plots import out_dir, save
+    from pyresv.tools.plots import out_dir, save
 
     d = out_dir(out)
     table = [("policy", xcol, "runs", "failed", "deadlock rate", "throughput mean", "throughput std")]

@@ -1,13 +1,13 @@
 """Fault injection: cluster failures, process deaths, lost and delayed messages.
 
-A ``[faults]`` table (:class:`pyresv.config.FaultsConfig`) turns them on; a
+A ``[faults]`` table (:class:`pyresv.sim.config.FaultsConfig`) turns them on; a
 run without it never touches this module. The rules, and what the run
 summary's ``faults`` object counts:
 
 * **Cluster failure** (``[[faults.cluster_fail]]``). At ``at_s`` the cluster
   fails: its allocator is gone, and its volumes move to the next live cluster
   (the survivor), whose NVS is assumed to hold their cached data and
-  relationship tables (see :mod:`pyresv.topology`). Every process with a step
+  relationship tables (see :mod:`pyresv.sim.topology`). Every process with a step
   on it (a TCB held there, or a request pending there) is aborted: its
   pending requests are cancelled and ``release_all(pid)`` on every surviving
   allocator gives back what it held elsewhere; the grants that frees are
@@ -64,10 +64,11 @@ from __future__ import annotations
 import random
 from typing import TYPE_CHECKING, Any, Callable, Generator
 
-from pyresv.config import FaultsConfig
+from pyresv.sim.config import FaultsConfig
+from pyresv.sim.process import Proc, Task
 
 if TYPE_CHECKING:
-    from pyresv.simulation import Proc, Simulation
+    from pyresv.sim.engine import Simulation
 
 __all__ = ["CallFailed", "Fault", "FaultInjector", "COUNTS"]
 
@@ -100,7 +101,7 @@ class CallFailed(RuntimeError):
 
 class FaultInjector:
     """The faults of one run: their timed events, the abort path and the
-    message protocol. Created by :class:`~pyresv.simulation.Simulation` when
+    message protocol. Created by :class:`~pyresv.sim.engine.Simulation` when
     the config injects faults."""
 
     def __init__(self, sim: Simulation, config: FaultsConfig, seed: int) -> None:
@@ -119,8 +120,6 @@ class FaultInjector:
     # ------------------------------------------------------------ schedule
     def start(self) -> None:
         """Start one timer process per configured fault."""
-        from pyresv.simulation import Task
-
         env = self.sim.env
         for cf in self.config.cluster_fail:
             Task(env, self._at(round(cf.at_s * 1e6, 3), self.fail_cluster, cf.cluster))

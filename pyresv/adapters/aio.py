@@ -28,7 +28,8 @@ import asyncio
 import contextvars
 from typing import Any, Callable, Sequence
 
-from pyresv.adapters import Allocator, AllocatorFactory, WaitBook
+from pyresv._factory import Allocator, AllocatorFactory, allocator_class
+from pyresv.adapters import WaitBook
 
 __all__ = ["DepthLimiter", "Slot"]
 
@@ -124,9 +125,7 @@ class DepthLimiter:
         allocator_cls: AllocatorFactory | None = None,
     ) -> None:
         if allocator_cls is None:
-            import pyresv
-
-            allocator_cls = pyresv.DepthPoolAllocator
+            allocator_cls = allocator_class("auto")
         self._alloc = allocator_cls(depths, unreserved)
         for level, (pools, _size) in enumerate(depths, start=1):
             if int(pools) < 1:

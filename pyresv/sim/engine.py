@@ -1,8 +1,8 @@
 """The discrete-event simulation of a multi-cluster controller, on SimPy.
 
-:func:`run` builds the controller of a :class:`~pyresv.config.Config`
+:func:`run` builds the controller of a :class:`~pyresv.sim.config.Config`
 (clusters, allocators, volumes, relationships), drives the workload through
-the flows of :mod:`pyresv.flashcopy`, detects deadlock and returns a
+the flows of :mod:`pyresv.sim.flashcopy`, detects deadlock and returns a
 :class:`RunResult`.
 
 Processes and TCBs. A host operation (or background copy worker, destage,
@@ -21,8 +21,8 @@ Deadlock: the event queue empties while processes are unfinished. Livelock
 guard: ``controller.max_sim_time_s`` stops the run and flags it.
 
 Faults (a ``[faults]`` table): cluster failures, process deaths and message
-faults are injected by :class:`pyresv.faults.FaultInjector`; the rules are in
-:mod:`pyresv.faults`. A run without faults takes none of those paths.
+faults are injected by :class:`pyresv.sim.faults.FaultInjector`; the rules are in
+:mod:`pyresv.sim.faults`. A run without faults takes none of those paths.
 """
 
 from __future__ import annotations
@@ -34,94 +34,24 @@ from typing import TYPE_CHECKING, Any, Callable, Generator
 import numpy as np
 import simpy
 
-from pyresv.config import Config
-from pyresv.deadlock import Step, describe, find_cycle, wait_for_graph
-from pyresv.faults import CallFailed, FaultInjector
-from pyresv.flashcopy import FlashCopyFlows, Relationship
-from pyresv.metrics import OP_CODES, MetricsRecorder
-from pyresv.topology import Cluster, InitResult, Volume, carve, home_of
+from pyresv._factory import allocator_class
+from pyresv.sim.config import MAX_PROCESSES, Config
+from pyresv.sim.deadlock import Step, describe, find_cycle, wait_for_graph
+from pyresv.sim.faults import CallFailed, FaultInjector
+from pyresv.sim.flashcopy import FlashCopyFlows
+from pyresv.sim.metrics import OP_CODES, MetricsRecorder
+from pyresv.sim.process import Proc, Task
+from pyresv.sim.topology import Cluster, InitResult, Relationship, Volume, carve, home_of
 
 if TYPE_CHECKING:
-    from pyresv.adapters import AllocatorFactory
+    from pyresv._factory import AllocatorFactory
 
-__all__ = ["run", "RunResult", "Simulation", "Proc", "Task", "TraceEvent", "default_allocator_cls"]
+__all__ = ["run", "RunResult", "Simulation", "TraceEvent", "MAX_PROCESSES"]
 
 #: One trace record: (time_us, cluster, pid, step, level, event), event one of
 #: "acquire" (served at once), "wait" (queued), "grant" (served from the
 #: queue), "release".
 TraceEvent = tuple[float, int, int, str, int, str]
-
-#: pids per run (and the allocators' ``max_processes``); more concurrent
-#: processes wait for a pid before they start.
-MAX_PROCESSES = 65536
-
-
-def default_allocator_cls() -> AllocatorFactory:
-    """The compiled :class:`pyresv.DepthPoolAllocator`, else the pure-Python reference."""
-    try:
-        from pyresv._core.allocator import DepthPoolAllocator as Compiled
-    except ImportError:
-        from pyresv.reference import DepthPoolAllocator as Reference
-
-        return Reference
-    return Compiled
-
-
-class Proc:
-    """One simulated process (one pid): its held steps and pending request."""
-
-    __slots__ = ("pid", "kind", "start", "steps", "pending", "task", "dead")
-
-    def __init__(self, pid: int, kind: str, start: float) -> None:
-        self.pid = pid
-        self.kind = kind
-        self.start = start
-        self.steps: list[tuple[int, int, str, int]] = []  # (cluster, level, name, tcb), outermost first
-        self.pending: tuple[int, int, str] | None = None  # (cluster, level, name)
-        self.task: simpy.Process | None = None  # its SimPy process (set when faults may interrupt it)
-        self.dead = False  # aborted by a fault
-
-    def __repr__(self) -> str:
-        return f"Proc(pid={self.pid}, {self.kind}, steps={self.steps}, pending={self.pending})"
-
-
-class Task(simpy.Process):
-    """A SimPy process whose end is not an event.
-
-    :class:`simpy.Process` schedules itself as an event when its generator
-    returns, so that other processes may wait for it. Nobody waits for a
-    simulated process here, and those events were nearly a quarter of all
-    events of a run (profiled), so a task just stops. Everything else is SimPy's
-    ``Process._resume``: the same order of events, interrupts work, and an
-    exception in a flow propagates out of the run at once.
-    """
-
-    def _resume(self, event: simpy.Event) -> None:
-        env = self.env
-        env._active_proc = self
-        gen = self._generator
-        while True:
-            try:
-                if event._ok:
-                    event = gen.send(event._value)
-                else:  # a failed event or an Interrupt: thrown into the flow
-                    event._defused = True
-                    exc = type(event._value)(*event._value.args)
-                    exc.__cause__ = event._value
-                    event = gen.throw(exc)
-            except StopIteration as stop:
-                self._ok = True
-                self._value = stop.value
-                # As in SimPy's own Process._resume: no target once the generator
-                # returned, although SimPy types Process._target as a plain Event.
-                event = None  # type: ignore[assignment]
-                break
-            if event.callbacks is not None:
-                event.callbacks.append(self._resume)
-                break
-        self._target = event
-        env._active_proc = None
-
 
 class Simulation:
     """One run's state and the engine primitives the flows use."""
@@ -136,7 +66,7 @@ class Simulation:
     ) -> None:
         self.config = config
         self.max_processes = max_processes
-        self.allocator_cls = allocator_cls or default_allocator_cls()
+        self.allocator_cls = allocator_cls or allocator_class("auto")
         self.env = simpy.Environment()
         self.timeout = self.env.timeout
         c = config.controller

@@ -1,11 +1,11 @@
 """FlashCopy relationships and the operation flows that use TCBs.
 
 Every flow is a generator run inside one simulated process (one pid, see
-:class:`pyresv.simulation.Simulation`). A step runs on the cluster owning the
+:class:`pyresv.sim.engine.Simulation`). A step runs on the cluster owning the
 data and holds one TCB while it runs and while it waits on a sub-operation
 sent to another cluster; each hop is one level deeper ([0038], FIG 5A).
 
-Data model (per track, see :class:`pyresv.topology.Volume`): a track's
+Data model (per track, see :class:`pyresv.sim.topology.Volume`): a track's
 content is a tuple of write versions: ``(v,)`` after a full-track write ``v``,
 and a partial write ``p`` appends ``p`` to the content it is merged with, so
 the oracle also sees what a partial write was merged onto. For an active relationship R and a track it has not copied yet, R's
@@ -37,59 +37,24 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Callable, Generator
 
-from pyresv.topology import Content, Volume
+from pyresv.sim.topology import (
+    ACTIVE,
+    ENDED,
+    FAILED,
+    PENDING_REL,
+    WITHDRAWN,
+    Content,
+    Relationship,
+    Volume,
+)
+from pyresv.sim.process import Proc
 
 if TYPE_CHECKING:
-    from pyresv.simulation import Proc, Simulation
+    from pyresv.sim.engine import Simulation
 
 __all__ = ["Relationship", "FlashCopyFlows", "PENDING_REL", "ACTIVE", "ENDED", "WITHDRAWN", "FAILED"]
 
-PENDING_REL = "pending"
-ACTIVE = "active"
-ENDED = "ended"
-WITHDRAWN = "withdrawn"
-FAILED = "failed"  # its establish failed for good (faults); never established
-
 Flow = Generator[Any, Any, Any]
-
-
-class Relationship:
-    """One FlashCopy relationship ([0004]): entries in the source's and the
-    target's relationship tables, and a per-track copied bitmap."""
-
-    __slots__ = (
-        "rid", "source", "target", "at_us", "withdraw_us", "background", "streams",
-        "gen", "copied", "ncopied", "state", "established", "established_us", "ended_us",
-    )
-
-    def __init__(
-        self,
-        rid: int,
-        source: Volume,
-        target: Volume,
-        at_us: float,
-        withdraw_us: float | None,
-        background: bool,
-        streams: int,
-        established: Any,
-    ) -> None:
-        self.rid = rid
-        self.source = source
-        self.target = target
-        self.at_us = at_us
-        self.withdraw_us = withdraw_us
-        self.background = background
-        self.streams = streams
-        self.gen = 0
-        self.copied = bytearray()
-        self.ncopied = 0
-        self.state = PENDING_REL
-        self.established = established  # a SimPy event, succeeded at establish time
-        self.established_us = -1.0
-        self.ended_us = -1.0
-
-    def __repr__(self) -> str:
-        return f"Relationship({self.rid}: v{self.source.vid} -> v{self.target.vid}, {self.state})"
 
 
 class FlashCopyFlows:

@@ -22,6 +22,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+from pyresv.errors import ConfigError
+from pyresv.sim.topology import carve, levels_needed
+
 __all__ = [
     "ConfigError",
     "Config",
@@ -45,9 +48,6 @@ __all__ = [
     "to_toml",
 ]
 
-
-class ConfigError(ValueError):
-    """A configuration error; the message starts with the key it names."""
 
 
 # --------------------------------------------------------------- validators
@@ -113,14 +113,14 @@ def _choice(*options: str) -> Validator:
     return check
 
 
-def _depths(key: str, value: Any) -> tuple[tuple[int, int], ...]:
+def depths_value(key: str, value: Any) -> tuple[tuple[int, int], ...]:
     # FIG 3A-3C: one [pools, pool_size] pair per depth level.
-    if not isinstance(value, list) or not value:
+    if not isinstance(value, (list, tuple)) or not value:
         raise ConfigError(f"{key}: must be a non-empty list of [pools, pool_size] pairs, got {value!r}")
     out = []
     for i, item in enumerate(value):
         k = f"{key}[{i}]"
-        if not isinstance(item, list) or len(item) != 2:
+        if not isinstance(item, (list, tuple)) or len(item) != 2:
             raise ConfigError(f"{k}: must be a [pools, pool_size] pair, got {item!r}")
         pools, size = item
         if isinstance(pools, bool) or not isinstance(pools, int) or pools < 0:
@@ -158,6 +158,10 @@ def _key(check: Validator, doc: str) -> dict[str, Any]:
 #: Host and scripted operation kinds (``[[ops]] op = ...``).
 OP_KINDS = ("read", "write", "partial-write", "destage")
 
+#: pids per run (and the allocators' ``max_processes``); more concurrent
+#: processes wait for a pid before they start.
+MAX_PROCESSES = 65536
+
 
 # ------------------------------------------------------------------- tables
 @dataclass(frozen=True)
@@ -181,7 +185,7 @@ class ReservationConfig:
     """``[reservation]``: the TCBs of each cluster (FIGs 2A/2B, 3A-3C)."""
 
     depths: tuple[tuple[int, int], ...] = field(
-        default=((4, 9), (4, 9), (4, 9)), metadata=_key(_depths, "[pools, pool_size] per level")
+        default=((4, 9), (4, 9), (4, 9)), metadata=_key(depths_value, "[pools, pool_size] per level")
     )
     unreserved: int = field(default=32, metadata=_key(_int(0), "unreserved TCBs (122a/122b)"))
     system_tcbs: int = field(
@@ -498,8 +502,6 @@ def _check_reservation(config: Config) -> None:
         raise ConfigError(
             f"reservation.unreserved: {r.unreserved} exceeds reservation.system_tcbs = {r.system_tcbs}"
         )
-    from pyresv.topology import carve
-
     carve(r.depths, r.unreserved, r.system_tcbs)  # ConfigError when even the smallest pools fail
 
 
@@ -538,8 +540,6 @@ def _check_flashcopy(config: Config) -> None:
                     f"flashcopy[{j}].withdraw_s: volume {inc.target} is the source of flashcopy[{i}]; "
                     "a cascaded relationship cannot be withdrawn"
                 )
-    from pyresv.topology import levels_needed
-
     need = levels_needed(config.controller.clusters, [(fc.source, fc.target) for fc in rels])
     if need > config.levels:
         raise ConfigError(
@@ -558,8 +558,6 @@ def _check_ops(config: Config) -> None:
 
 
 def _check_faults(config: Config) -> None:
-    from pyresv.simulation import MAX_PROCESSES
-
     clusters = config.controller.clusters
     seen: dict[int, int] = {}
     for i, cf in enumerate(config.faults.cluster_fail):

@@ -60,10 +60,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
-from pyresv.errors import PENDING, AllocatorError
+from pyresv._factory import ALLOCATORS, allocator_class
+from pyresv.errors import PENDING, AllocatorError, ConfigError
+from pyresv.sim.config import Config, depths_value
 
 if TYPE_CHECKING:
-    from pyresv.adapters import AllocatorFactory
+    from pyresv._factory import AllocatorFactory
 
 __all__ = [
     "CheckConfig",
@@ -83,7 +85,6 @@ __all__ = [
 
 POLICIES = ("depth", "shared")
 WAKE_POLICIES = ("deepest", "fifo")
-ALLOCATORS = ("compiled", "reference")
 CLONE_METHODS = ("replay", "pickle")
 
 #: Default model: 2 clusters x 3 levels, one pool of one TCB per level and two
@@ -107,8 +108,6 @@ EXIT_BAD_INPUT = 2  # bad config file, key or value
 EXIT_INCOMPLETE = 3  # max_states reached before the exploration ended
 
 
-class ConfigError(ValueError):
-    """A bad check configuration; the message names the offending key."""
 
 
 # --------------------------------------------------------------------- config
@@ -134,7 +133,7 @@ class CheckConfig:
         _int_at_least("controller.clusters", self.clusters, 2)
         if self.policy not in POLICIES:
             raise ConfigError(f"controller.policy must be 'depth' or 'shared', got {self.policy!r}")
-        object.__setattr__(self, "depths", _depths("reservation.depths", self.depths))
+        object.__setattr__(self, "depths", depths_value("reservation.depths", self.depths))
         _int_at_least("reservation.unreserved", self.unreserved, 0)
         if self.wake not in WAKE_POLICIES:
             raise ConfigError(f"reservation.wake must be 'deepest' or 'fifo', got {self.wake!r}")
@@ -181,19 +180,6 @@ def _int_at_least(key: str, value: Any, minimum: int) -> int:
     return value
 
 
-def _depths(key: str, value: Any) -> tuple[tuple[int, int], ...]:
-    if not isinstance(value, (list, tuple)) or not value:
-        raise ConfigError(f"{key} must be a non-empty list of [pools, pool_size], got {value!r}")
-    out = []
-    for i, item in enumerate(value):
-        if not isinstance(item, (list, tuple)) or len(item) != 2:
-            raise ConfigError(f"{key}[{i}] must be [pools, pool_size], got {item!r}")
-        pools = _int_at_least(f"{key}[{i}] pools", item[0], 0)
-        size = _int_at_least(f"{key}[{i}] pool_size", item[1], 1)
-        out.append((pools, size))
-    return tuple(out)
-
-
 def load_config(path: str | Path | None = None, **overrides: Any) -> tuple[CheckConfig, list[str]]:
     """Read a check config from TOML; return it and the ignored simulator keys.
 
@@ -236,14 +222,12 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> tuple[Check
                 raise ConfigError(f"{table}.{key}: unknown key (check uses {', '.join(_USED[table])})")
     values.update({k: v for k, v in overrides.items() if v is not None})
     if "depths" in values:
-        values["depths"] = _depths("reservation.depths", values["depths"])
+        values["depths"] = depths_value("reservation.depths", values["depths"])
     return CheckConfig(**values), ignored
 
 
 def _simulator_keys() -> dict[str, frozenset[str]]:
     """Tables of the simulator's config and their keys (empty for arrays of tables)."""
-    from pyresv.config import Config
-
     out: dict[str, frozenset[str]] = {}
     for f in dataclasses.fields(Config):
         d = f.default
@@ -252,28 +236,6 @@ def _simulator_keys() -> dict[str, frozenset[str]]:
 
 
 # --------------------------------------------------------------- allocators
-def allocator_class(name: str = "compiled") -> AllocatorFactory:
-    """The allocator class to check: ``"compiled"`` (the Cython core), ``"reference"``
-    (the pure-Python oracle) or ``"auto"`` (the core when it is built, else the reference).
-
-    Raises :class:`ConfigError` for another name, or for ``"compiled"`` when the
-    core is not built.
-    """
-    if name in ("compiled", "auto"):
-        try:
-            from pyresv._core.allocator import DepthPoolAllocator as Compiled
-        except ImportError as e:
-            if name == "compiled":
-                raise ConfigError(f"the compiled allocator is not built ({e}); use --allocator reference") from None
-        else:
-            return Compiled
-    elif name != "reference":
-        raise ConfigError(f"allocator must be 'compiled', 'reference' or 'auto', got {name!r}")
-    from pyresv.reference import DepthPoolAllocator as Reference
-
-    return Reference
-
-
 # ---------------------------------------------------------------- the model
 # Program counter of one operation (``pc``), with H = hops:
 #   IDLE                 not started
@@ -735,7 +697,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-states", type=int, metavar="N", help=f"stop after N states (default {DEFAULT_MAX_STATES})")
     p.add_argument(
         "--allocator",
-        choices=("auto", *ALLOCATORS),
+        choices=ALLOCATORS,
         default="compiled",
         help="allocator under check: the Cython core (default), the pure-Python reference, "
         "or auto (the core when built, else the reference)",
@@ -789,7 +751,7 @@ def _report(r: CheckResult) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m pyresv.modelcheck [CONFIG] [--policy ...] [--max-ops N] [--json]``."""
+    """``python -m pyresv.tools.modelcheck [CONFIG] [--policy ...] [--max-ops N] [--json]``."""
     p = argparse.ArgumentParser(prog="pyresv check", description=__doc__.split("\n", 1)[0])
     add_arguments(p)
     args = p.parse_args(argv)

@@ -25,7 +25,7 @@ Volume ``i`` lives on cluster ``i % 2``.
   first protects Target1's image on the first cluster (arrows 820/830, L3).
 
 Fault scenarios (:data:`FAULT_SCENARIOS`, ``pyresv faults``; the rules are in
-:mod:`pyresv.faults`):
+:mod:`pyresv.sim.faults`):
 
 * ``cluster-failover``: cross-cluster reads, host writes and a background
   copy in flight when cluster 1 fails at 3 ms: what ran on it is aborted and
@@ -46,11 +46,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
-from pyresv.config import Config, parse
-from pyresv.simulation import RunResult, run
+from pyresv.sim.config import Config, parse
+from pyresv.sim.engine import RunResult, run
 
 if TYPE_CHECKING:
-    from pyresv.adapters import AllocatorFactory
+    from pyresv._factory import AllocatorFactory
 
 __all__ = [
     "Scenario", "SCENARIOS", "get", "run_scenario", "POLICIES",
