@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from pyresv import __version__
 from pyresv.tools import modelcheck
+from pyresv._extras import MissingExtra, require
 from pyresv._factory import ALLOCATORS, allocator_class
 from pyresv.errors import ConfigError
 from pyresv.sim.config import Config, default_config, load, to_toml
@@ -261,11 +262,30 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: Commands whose ``--out`` writes figures (matplotlib: the ``plots`` extra).
+PLOTTING = frozenset({"simulate", "demo", "compare", "report"})
+
+
+def extras_needed(args: argparse.Namespace) -> list[str]:
+    """The extras a parsed command line needs (see :mod:`pyresv._extras`)."""
+    needed = []
+    if args.command == "sweep" or getattr(args, "workers", 0) or getattr(args, "scheduler", None):
+        needed.append("sweep")
+    if args.command in PLOTTING and getattr(args, "out", None):
+        needed.append("plots")
+    return needed
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the ``pyresv`` command line; returns the exit status."""
     args = build_parser().parse_args(argv)
     try:
+        for extra in extras_needed(args):  # before any work: nothing runs without them
+            require(extra, f"pyresv {args.command}")
         return args.handler(args)
     except ConfigError as exc:
         print(f"pyresv: config error: {exc}", file=sys.stderr)
+        return 2
+    except MissingExtra as exc:
+        print(f"pyresv: error: {exc}", file=sys.stderr)
         return 2

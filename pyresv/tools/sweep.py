@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
+from pyresv._extras import require
 from pyresv._factory import ALLOCATORS, allocator_class
 from pyresv.errors import ConfigError
 from pyresv.sim.config import Config, default_config, load
@@ -237,6 +238,7 @@ def _chunks(items: list[Any], size: int) -> list[list[Any]]:
 
 
 def _progress(total: int, show: bool | None) -> Any:
+    require("sweep", "a sweep's progress bar")
     from tqdm import tqdm
 
     if show is None:
@@ -306,6 +308,7 @@ def open_client(workers: int = 2, scheduler: str | None = None, *, timeout: floa
     The client is closed before the cluster. An unreachable ``scheduler``, or
     one without workers after ``timeout`` seconds, is a :class:`ConfigError`
     naming it."""
+    require("sweep", "a Dask client")
     import dask
     from distributed import Client, LocalCluster
 
