@@ -155,6 +155,8 @@ cdef class DepthPoolAllocator:
     cdef int _busy                # 0, or who uses the state while other threads may run: a
                                   # batch without the GIL (1), or check/stats/take_grants/
                                   # pickling (2); every Python method then raises AllocatorError
+    cdef int32_t* _scratch        # [_scratch_cap] a batch's private copy of its input (read once)
+    cdef Py_ssize_t _scratch_cap  # int32 entries allocated in _scratch
 
 
 # Acquire one TCB for pid at level (1..levels; a remote call is served at
@@ -166,6 +168,9 @@ cdef tcb_t dpa_try_acquire(dpa_t* d, proc_t pid, int32_t level) noexcept nogil
 
 # A batch of acquires, all or nothing: request i is (pids[i], levels[i]) and
 # out[i] gets its TCB id or DPA_PENDING, exactly as a loop of dpa_try_acquire.
+# pids[i] and levels[i] are read once each (checked, then used: another
+# thread may write to them meanwhile); out[] is read back to undo, so no
+# other thread may write to it during the call.
 # Returns n when every request was resolved. Otherwise returns the index i of
 # the first request that failed, with out[i] = DPA_QUEUE_FULL (the wait queue
 # was full when its turn came) or DPA_BAD_ARG (pid or level out of range);

@@ -10,9 +10,10 @@ C-level API (structs, ``dpa_*`` functions, return codes) is documented in
 
 cimport cython
 from cpython.long cimport PyLong_AsLongLongAndOverflow, PyLong_CheckExact
-from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_RawFree, PyMem_RawMalloc, PyMem_RawRealloc
+from cpython.buffer cimport PyBUF_C_CONTIGUOUS, PyBUF_FORMAT, PyBuffer_Release, PyObject_CheckBuffer, PyObject_GetBuffer
+from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_RawFree, PyMem_RawMalloc, PyMem_RawRealloc, PyMem_Realloc
 from cpython.number cimport PyIndex_Check, PyNumber_Index
-from libc.stdint cimport INT32_MAX, int32_t, int64_t, uint8_t
+from libc.stdint cimport INT32_MAX, INT64_MAX, INT64_MIN, int32_t, int64_t, uint8_t
 from libc.stdlib cimport qsort
 from libc.string cimport memcpy, memmove, memset
 
@@ -24,6 +25,18 @@ from pyresv.errors import PENDING, AllocatorError, QueueFull
 __all__ = ["DepthPoolAllocator", "PENDING", "AllocatorError", "QueueFull"]
 
 _STATE_VERSION = 1
+# A test hook (tests/test_batch_read_once.py): called with the GIL right
+# after a batch call has read the caller's arrays, before it validates or
+# applies anything. A None check per batch call; never set in production.
+cdef object _batch_read_hook = None
+
+
+def _set_batch_read_hook(hook):
+    """Install ``hook()`` (or None): run by every batch call after it read the caller's arrays."""
+    global _batch_read_hook
+    _batch_read_hook = hook
+
+
 _COUNTERS = ("served_pool", "served_unreserved", "queued", "granted", "cancelled", "released")
 
 
@@ -384,23 +397,30 @@ cdef tcb_t dpa_acquire(dpa_t* d, proc_t pid, int32_t level) except -2 nogil:
     return t
 
 
-cdef inline void _undo_acquire(dpa_t* d, proc_t pid, int32_t level, tcb_t t) noexcept nogil:
-    """Take back the newest acquire of ``pid`` at ``level``, which returned ``t``.
+cdef inline void _undo_acquire(dpa_t* d, tcb_t t) noexcept nogil:
+    """Take back the newest acquire, which returned ``t`` (a TCB id or DPA_PENDING).
 
     Exact only when nothing else changed the state since: a batch of
     acquires undone newest first (acquires never grant, so nothing else
-    moved). Every pop is pushed back (the stacks are LIFO, so their order is
+    moved). Its pid and level come from the state, not from the caller's
+    arrays (read once): a TCB's holder and pool, or the newest request.
+    Every pop is pushed back (the stacks are LIFO, so their order is
     restored) and every counter rolled back.
     """
     cdef waitq_t* q = &d.q
-    cdef slot_t s
+    cdef slot_t s = DPA_NIL
     cdef int32_t l = 0
     cdef tcb_t base = 0, u
     cdef pool_t p
+    cdef proc_t pid
     cdef level_info_t* L
     if t == DPA_PENDING:
-        # Queued: the newest request of the whole queue, so its level's tail.
-        s = q.by_level[level].tail
+        # Queued: the newest request of the whole queue (arrival number
+        # next_seq - 1), so the tail of its level's list.
+        for l in range(1, d.levels + 1):
+            s = q.by_level[l].tail
+            if s != DPA_NIL and q.slots[s].seq == q.next_seq - 1:
+                break
         waitq_remove(q, s)
         if s == q.used - 1 and q.slots[s].next[WQ_LEVEL] == DPA_NIL:
             # It may have come from the high-water mark: hand it back there
@@ -411,6 +431,7 @@ cdef inline void _undo_acquire(dpa_t* d, proc_t pid, int32_t level, tcb_t t) noe
         q.next_seq -= 1
         d.queued -= 1
         return
+    pid = d.holder[t]
     d.holder[t] = DPA_NIL
     if t >= d.reserved_total:
         # Back on the unreserved free stack, off the pid's list of held ones.
@@ -438,17 +459,22 @@ cdef Py_ssize_t dpa_acquire_many(
     dpa_t* d, const proc_t* pids, const int32_t* levels, tcb_t* out, Py_ssize_t n
 ) noexcept nogil:
     cdef Py_ssize_t i, j
+    cdef proc_t pid
+    cdef int32_t level
     cdef tcb_t t = 0
     for i in range(n):
-        if pids[i] < 0 or pids[i] >= d.max_processes or levels[i] < 1 or levels[i] > d.levels:
+        # Each input read once, checked and used (another thread may write them).
+        pid = pids[i]
+        level = levels[i]
+        if pid < 0 or pid >= d.max_processes or level < 1 or level > d.levels:
             t = DPA_BAD_ARG
         else:
-            t = _dpa_acquire(d, pids[i], levels[i])
+            t = _dpa_acquire(d, pid, level)
         if t < DPA_PENDING:
             # All or nothing (DESIGN §1: the state is unchanged after an
             # error): undo the requests before this one, newest first.
             for j in range(i - 1, -1, -1):
-                _undo_acquire(d, pids[j], levels[j], out[j])
+                _undo_acquire(d, out[j])
             out[i] = t
             return i
         out[i] = t
@@ -689,6 +715,71 @@ cdef void* _alloc(dpa_t* d, Py_ssize_t n, size_t item) except NULL:
     return p
 
 
+cdef bint _int_buffer(object obj, Py_buffer* view) except -1:
+    """Fill ``view`` if ``obj`` exports a 1-d C-contiguous int32 or int64 buffer; else False.
+
+    The caller releases the view. Anything else (other dtypes, lists,
+    strided arrays) takes the converting path.
+    """
+    cdef const char* f
+    if not PyObject_CheckBuffer(obj):
+        return False
+    try:
+        PyObject_GetBuffer(obj, view, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT)
+    except (BufferError, TypeError, ValueError):
+        return False
+    f = view.format
+    if f != NULL and (f[0] == b"@" or f[0] == b"="):
+        f += 1
+    if (view.ndim == 1 and f != NULL and f[1] == 0 and (
+            (view.itemsize == 4 and (f[0] == b"i" or (f[0] == b"l" and sizeof(long) == 4)))
+            or (view.itemsize == 8 and (f[0] == b"q" or (f[0] == b"l" and sizeof(long) == 8))))):
+        return True
+    PyBuffer_Release(view)
+    return False
+
+
+cdef bint _bool_buffer(object obj, Py_buffer* view) except -1:
+    """Fill ``view`` if ``obj`` exports a 1-d C-contiguous bool buffer; else False."""
+    if not PyObject_CheckBuffer(obj):
+        return False
+    try:
+        PyObject_GetBuffer(obj, view, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT)
+    except (BufferError, TypeError, ValueError):
+        return False
+    if view.ndim == 1 and view.itemsize == 1 and view.format != NULL and view.format[0] == b"?" and view.format[1] == 0:
+        return True
+    PyBuffer_Release(view)
+    return False
+
+
+cdef inline int64_t _int_at(const void* buf, int wide, Py_ssize_t i) noexcept nogil:
+    """Item ``i`` of an int64 (``wide``) or int32 array."""
+    if wide:
+        return (<const int64_t*>buf)[i]
+    return (<const int32_t*>buf)[i]
+
+
+cdef object _shown(int64_t value, object arr, Py_ssize_t i):
+    """A refused value for its message: the value read, or arr[i] if it was clipped to int64."""
+    if arr is not None and (value == INT64_MAX or value == INT64_MIN):
+        return arr[i]
+    return value
+
+
+cdef int _scratch_reserve(DepthPoolAllocator a, Py_ssize_t n) except -1:
+    """Make the allocator's scratch buffer hold ``n`` int32 (the private copy of a batch)."""
+    cdef int32_t* p
+    if n <= a._scratch_cap:
+        return 0
+    p = <int32_t*>PyMem_Realloc(a._scratch, <size_t>n * sizeof(int32_t))
+    if p == NULL:
+        raise MemoryError(f"cannot allocate {n * sizeof(int32_t)} bytes for a batch")
+    a._scratch = p
+    a._scratch_cap = n
+    return 0
+
+
 # ========================================================= the cdef class
 
 cdef class DepthPoolAllocator:
@@ -831,6 +922,7 @@ cdef class DepthPoolAllocator:
         PyMem_Free(d.q.by_pid_level)
         PyMem_Free(d.q.pid_count)
         PyMem_RawFree(d.grants.buf)
+        PyMem_Free(self._scratch)
 
     # -------------------------------------------------------------- props
     @property
@@ -871,7 +963,7 @@ cdef class DepthPoolAllocator:
     @property
     def nbytes(self) -> int:
         """Bytes of C arrays this allocator holds (the grants buffer included)."""
-        return self.core.nbytes + self.core.grants.cap * sizeof(grant_t)
+        return self.core.nbytes + self.core.grants.cap * sizeof(grant_t) + self._scratch_cap * sizeof(int32_t)
 
     # ------------------------------------------------------------ acquire
     def acquire(self, pid, depth=1, remote=False):
@@ -1017,6 +1109,12 @@ cdef class DepthPoolAllocator:
             raise AllocatorError(msg)
 
     # ------------------------------------------------------------ batches
+    # Read once (DESIGN §4): a batch copies the caller's arrays into this
+    # allocator's scratch buffer in one pass, validating as it goes, and then
+    # works on the copy only; another thread writing to those arrays meanwhile
+    # changes nothing the batch does. The scratch is used under the _IN_BATCH
+    # mark, so no two calls share it.
+
     def acquire_many(self, pids, depths, remote=None):
         """:meth:`acquire` for each ``(pid, depth, remote)``; an ``int32`` array of results.
 
@@ -1027,102 +1125,169 @@ cdef class DepthPoolAllocator:
         values; ``pids`` and ``depths`` are integer arrays, or object arrays
         of ints). If the queue fills up, :class:`~pyresv.QueueFull` names the
         request that found it full, after the requests before it were undone.
+        Each array is read once; 1-d C-contiguous int32 or int64 arrays (what
+        this returns) are read in place, without a conversion.
         """
         cdef dpa_t* d = &self.core
+        cdef Py_buffer pb, db, rb
+        cdef bint got_p = False, got_d = False, got_r = False
         cdef Py_ssize_t i, n, bad = -1
-        cdef const int64_t[::1] pv
-        cdef const int64_t[::1] dv
-        cdef const uint8_t[::1] rv
-        cdef int32_t[::1] pidv
-        cdef int32_t[::1] lv
+        cdef int why = 0, pw, dw
+        cdef int64_t x = 0, y = 0
+        cdef int32_t rem
+        cdef int32_t* pid_out
+        cdef int32_t* lev_out
+        cdef const uint8_t* rv = NULL
         cdef int32_t[::1] ov
-        cdef int64_t x, y
-        p, dd, r = batch_arrays(pids, depths, remote)
-        pv = int_array("pids", p)
-        dv = int_array("depths", dd)
-        rv = np.ascontiguousarray(r, dtype=bool).view(np.uint8)
-        n = pv.shape[0]
-        pid32 = np.empty(n, dtype=np.int32)
-        levels = np.empty(n, dtype=np.int32)
-        pidv = pid32
-        lv = levels
-        with nogil:
-            for i in range(n):
-                x = pv[i]
-                y = dv[i]
-                if x < 0 or x >= d.max_processes or y < 1 or y > d.levels - (rv[i] != 0):
-                    bad = i
-                    break
-                pidv[i] = <int32_t>x
-                lv[i] = <int32_t>(y + (rv[i] != 0))
-        if bad >= 0:
-            if pv[bad] < 0 or pv[bad] >= d.max_processes:
-                _raise_bad_pid(p[bad], d.max_processes)
-            if dv[bad] < 1 or dv[bad] > d.levels:
-                _raise_bad_depth(dd[bad], d.levels)
-            _raise_bad_remote(dd[bad], d.levels)
-        out = np.empty(n, dtype=np.int32)
-        ov = out
-        if self._busy:
-            _raise_busy(self._busy)
-        if n == 0:
+        p = dd = None
+        try:
+            got_p = _int_buffer(pids, &pb)
+            got_d = got_p and _int_buffer(depths, &db)
+            if remote is not None and got_d:
+                got_r = _bool_buffer(remote, &rb)
+            if not (got_d and (remote is None or got_r) and db.shape[0] == pb.shape[0]
+                    and (not got_r or rb.shape[0] == pb.shape[0])):
+                # The general path: any array-like, converted (a private
+                # copy unless it already is a contiguous int64 array).
+                if got_r:
+                    PyBuffer_Release(&rb)
+                    got_r = False
+                if got_d:
+                    PyBuffer_Release(&db)
+                    got_d = False
+                if got_p:
+                    PyBuffer_Release(&pb)
+                    got_p = False
+                p, dd, r = batch_arrays(pids, depths, remote)
+                got_p = _int_buffer(int_array("pids", p), &pb)
+                got_d = _int_buffer(int_array("depths", dd), &db)
+                if remote is not None:
+                    got_r = _bool_buffer(np.ascontiguousarray(r, dtype=bool), &rb)
+                if not (got_p and got_d and (remote is None or got_r)):  # cannot happen
+                    raise AllocatorError("acquire_many: could not read the converted arrays")
+            n = pb.shape[0]
+            pw = pb.itemsize == 8
+            dw = db.itemsize == 8
+            if got_r:
+                rv = <const uint8_t*>rb.buf
+            out = np.empty(n, dtype=np.int32)
+            ov = out
+            if self._busy:
+                _raise_busy(self._busy)
+            if n == 0:
+                return out
+            _scratch_reserve(self, 2 * n)
+            self._busy = _IN_BATCH
+            pid_out = self._scratch
+            lev_out = self._scratch + n
+            with nogil:
+                for i in range(n):
+                    x = _int_at(pb.buf, pw, i)
+                    y = _int_at(db.buf, dw, i)
+                    rem = 0 if rv == NULL else rv[i] != 0
+                    if x < 0 or x >= d.max_processes:
+                        why = 1
+                    elif y < 1 or y > d.levels:
+                        why = 2
+                    elif y + rem > d.levels:
+                        why = 3
+                    if why:
+                        bad = i
+                        break
+                    pid_out[i] = <int32_t>x
+                    lev_out[i] = <int32_t>(y + rem)
+            if _batch_read_hook is not None:
+                _batch_read_hook()
+            if why:
+                self._busy = _IDLE
+                if why == 1:
+                    _raise_bad_pid(_shown(x, p, bad), d.max_processes)
+                if why == 2:
+                    _raise_bad_depth(_shown(y, dd, bad), d.levels)
+                _raise_bad_remote(_shown(y, dd, bad), d.levels)
+            with nogil:
+                bad = dpa_acquire_many(d, pid_out, lev_out, &ov[0], n)
+            self._busy = _IDLE
+            if bad < n:
+                if ov[bad] != DPA_QUEUE_FULL:  # cannot happen: validated above
+                    raise AllocatorError(f"acquire_many: request {bad} refused with code {ov[bad]}")
+                _raise_full(d, pid_out[bad], lev_out[bad], bad, n)
             return out
-        self._busy = _IN_BATCH
-        with nogil:
-            bad = dpa_acquire_many(d, &pidv[0], &lv[0], &ov[0], n)
-        self._busy = _IDLE
-        if bad < n:
-            if ov[bad] != DPA_QUEUE_FULL:  # cannot happen: validated above
-                raise AllocatorError(f"acquire_many: request {bad} refused with code {ov[bad]}")
-            _raise_full(d, pidv[bad], lv[bad], bad, n)
-        return out
+        finally:
+            if self._busy == _IN_BATCH:
+                self._busy = _IDLE
+            if got_r:
+                PyBuffer_Release(&rb)
+            if got_d:
+                PyBuffer_Release(&db)
+            if got_p:
+                PyBuffer_Release(&pb)
 
     def release_many(self, tcbs):
         """:meth:`release` for each TCB, in order; the loop runs without the GIL.
 
         All must be held and distinct, else :class:`~pyresv.AllocatorError`
-        and nothing is released.
+        and nothing is released. The array is read once; a 1-d C-contiguous
+        int32 or int64 array is read in place, without a conversion.
         """
         cdef dpa_t* d = &self.core
+        cdef Py_buffer tb
+        cdef bint got = False
         cdef Py_ssize_t i, n, bad = -1, dup = -1
-        cdef const int64_t[::1] tv
-        cdef int64_t x
-        t, tv = tcb_array(tcbs)
-        n = tv.shape[0]
-        if self._busy:
-            _raise_busy(self._busy)
-        # The validation pass below writes the holders too: it runs under
-        # the mark, like the loop.
-        self._busy = _IN_BATCH
+        cdef int tw
+        cdef int64_t x = 0
+        cdef tcb_t* ids
+        t = None
         try:
-            # One pass: every id held (the first that is not is the error), and
-            # distinct, by marking each holder negative (-2 - pid); then restore.
+            got = _int_buffer(tcbs, &tb)
+            if not got:
+                t, tv = tcb_array(tcbs)
+                got = _int_buffer(tv, &tb)
+                if not got:  # cannot happen
+                    raise AllocatorError("release_many: could not read the converted array")
+            n = tb.shape[0]
+            tw = tb.itemsize == 8
+            if self._busy:
+                _raise_busy(self._busy)
+            if n == 0:
+                return
+            _scratch_reserve(self, n)
+            self._busy = _IN_BATCH
+            ids = self._scratch
+            # One pass: copy, check that each id is held (the first that is
+            # not is the error) and distinct, by marking each holder
+            # negative (-2 - pid); then restore the marks from the copy.
             with nogil:
                 for i in range(n):
-                    x = tv[i]
+                    x = _int_at(tb.buf, tw, i)
                     if x < 0 or x >= d.total or d.holder[x] == DPA_NIL:
                         bad = i
                         break
+                    ids[i] = <tcb_t>x
                     if d.holder[x] < DPA_NIL:
                         if dup < 0:
                             dup = i
                     else:
                         d.holder[x] = -2 - d.holder[x]
                 for i in range(n if bad < 0 else bad):
-                    x = tv[i]
-                    if d.holder[x] < DPA_NIL:
-                        d.holder[x] = -2 - d.holder[x]
+                    if d.holder[ids[i]] < DPA_NIL:
+                        d.holder[ids[i]] = -2 - d.holder[ids[i]]
+            if _batch_read_hook is not None:
+                _batch_read_hook()
             if bad >= 0:
-                _raise_bad_release(d, t[bad])
+                _raise_bad_release(d, _shown(x, t, bad))
             if dup >= 0:
-                raise AllocatorError(f"TCB {tv[dup]} appears twice in one release_many batch")
+                raise AllocatorError(f"TCB {ids[dup]} appears twice in one release_many batch")
             if d.grants.len + d.q.npending > d.grants.cap:
                 grants_reserve(&d.grants, d.q.npending)
             with nogil:
                 for i in range(n):
-                    _dpa_release(d, <tcb_t>tv[i])
+                    _dpa_release(d, ids[i])
         finally:
-            self._busy = _IDLE
+            if self._busy == _IN_BATCH:
+                self._busy = _IDLE
+            if got:
+                PyBuffer_Release(&tb)
 
     # ----------------------------------------------------------- pickling
     def __reduce__(self):
