@@ -32,7 +32,17 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from pyresv._validate import batch_arrays, int_array, is_int, tcb_array, validate_shape
+from pyresv._validate import (
+    STATE_VERSION,
+    bad_state,
+    batch_arrays,
+    check_counters,
+    int_array,
+    is_int,
+    read_state,
+    tcb_array,
+    validate_shape,
+)
 from pyresv.errors import PENDING, AllocatorError, QueueFull
 
 __all__ = ["DepthPoolAllocator", "PENDING", "AllocatorError", "QueueFull"]
@@ -137,7 +147,7 @@ class DepthPoolAllocator:
         self._by_level: list[deque[_Request]] = [deque() for _ in range(self._levels + 1)]
         self._by_pid_level: dict[tuple[int, int], deque[_Request]] = {}
         self._seekers: list[deque[_Request]] = [deque() for _ in range(self._levels + 1)]
-        self._grants: list[tuple[int, int]] = []
+        self._grants: list[tuple[int, int, int]] = []  # (pid, tcb, ticket)
         self._counters = {
             "served_pool": 0,
             "served_unreserved": 0,
@@ -281,7 +291,7 @@ class DepthPoolAllocator:
     def _grant(self, req: _Request, tcb: int) -> None:
         self._remove(req)
         self._holder[tcb] = req.pid
-        self._grants.append((req.pid, tcb))
+        self._grants.append((req.pid, tcb, req.seq))
         self._counters["granted"] += 1
 
     def _oldest_of(self, pid: int, level: int) -> _Request | None:
@@ -382,7 +392,7 @@ class DepthPoolAllocator:
     def take_grants(self) -> list[tuple[int, int]]:
         """Return and clear the ``(pid, tcb)`` grants made to queued requests."""
         grants, self._grants = self._grants, []
-        return grants
+        return [(pid, tcb) for pid, tcb, _ in grants]
 
     def _check_pid(self, pid: int) -> int:
         if not is_int(pid):
@@ -665,8 +675,83 @@ class DepthPoolAllocator:
             self._release(x)
 
     # ------------------------------------------------------------ pickling
+    # The same plain state as the core's (``pyresv._validate``): validated
+    # entry by entry on loading, then check()ed; see _rebuild.
     def __reduce__(self) -> tuple[Any, ...]:
-        return (_rebuild, (self.__class__, self.__dict__.copy()))
+        kwargs = {
+            "depths": list(self._depths),
+            "unreserved": self._unreserved_n,
+            "max_processes": self._max_processes,
+            "max_waiters": self._max_waiters,
+            "wake": self._wake,
+        }
+        return (_rebuild, (self.__class__, kwargs, self._state()))
+
+    def _state(self) -> dict[str, Any]:
+        """The whole state as plain ints and arrays, free-stack order included."""
+        alive = sorted(
+            (r for level in range(1, self._levels + 1) for r in self._by_level[level] if r.alive),
+            key=lambda r: r.seq,
+        )
+        return {
+            "version": STATE_VERSION,
+            "holder": np.array(self._holder, dtype=np.int32),
+            "pool_nfree": np.array([len(f) for f in self._pool_free], dtype=np.int32),
+            "pool_free": np.array([t for f in self._pool_free for t in f], dtype=np.int32),
+            "level_free_pools": np.array(
+                [len(self._free_pools[lv]) for lv in range(1, self._levels + 1)], dtype=np.int32
+            ),
+            "free_pools": np.array(
+                [p for lv in range(1, self._levels + 1) for p in self._free_pools[lv]], dtype=np.int32
+            ),
+            "unres_free": np.array(self._unres_free, dtype=np.int32),
+            "waiters": np.array([(r.pid, r.level, r.seq) for r in alive], dtype=np.int64).reshape(-1, 3),
+            "next_seq": self._seq,
+            "grants": np.array(self._grants, dtype=np.int64).reshape(-1, 3),
+            "counters": dict(self._counters),
+        }
+
+    def _load(self, state: Any) -> None:
+        """Replace the (fresh) state by a pickled one: validated, built, checked."""
+        st = read_state(state, self._depths, self._unreserved_n, self._max_processes, self._max_waiters)
+        self._holder = st["holder"].tolist()
+        nfree = st["pool_nfree"].tolist()
+        pool_free = st["pool_free"].tolist()
+        k = 0
+        for p, n in enumerate(nfree):
+            self._pool_free[p] = pool_free[k:k + n]
+            k += n
+        free_pools = st["free_pools"].tolist()
+        k = 0
+        for lv, n in enumerate(st["level_free_pools"].tolist(), start=1):
+            self._free_pools[lv] = free_pools[k:k + n]
+            k += n
+        self._unres_free = st["unres_free"].tolist()
+        # Ownership: the pid holding a pool's TCBs owns it (check() verifies one pid).
+        self._pool_owner = [-1] * len(self._pool_level)
+        self._owned = {}
+        for p, (base, size) in enumerate(zip(self._pool_base, self._pool_size)):
+            for t in range(base, base + size):
+                if self._holder[t] >= 0:
+                    self._pool_owner[p] = self._holder[t]
+                    self._owned[(self._holder[t], self._pool_level[p])] = p
+                    break
+        for pid, level, seq in st["waiters"].tolist():
+            req = _Request(pid, level, seq)
+            self._by_level[level].append(req)
+            self._by_pid_level.setdefault((pid, level), deque()).append(req)
+            if (pid, level) not in self._owned:
+                self._seekers[level].append(req)
+            self._npending += 1
+            self._pending_of[pid] = self._pending_of.get(pid, 0) + 1
+        self._seq = st["next_seq"]
+        self._grants = [(pid, tcb, seq) for pid, tcb, seq in st["grants"].tolist()]
+        self._counters = dict(st["counters"])
+        try:
+            self.check()
+        except AllocatorError as exc:
+            raise bad_state(str(exc)) from None
+        check_counters(st)
 
     def __repr__(self) -> str:
         return (
@@ -675,7 +760,8 @@ class DepthPoolAllocator:
         )
 
 
-def _rebuild(cls: type[DepthPoolAllocator], state: dict[str, Any]) -> DepthPoolAllocator:
-    obj = cls.__new__(cls)
-    obj.__dict__.update(state)
+def _rebuild(cls: type[DepthPoolAllocator], kwargs: dict[str, Any], state: Any) -> DepthPoolAllocator:
+    """Unpickle: a fresh allocator, then the saved state (validated and checked)."""
+    obj = cls(**kwargs)
+    obj._load(state)
     return obj

@@ -109,6 +109,7 @@ cdef struct waitq_t:          # the wait queue of FIG 4 block 412 / FIG 5A block
 cdef struct grant_t:          # one grant: a queued request was served
     proc_t pid                # the process whose request was served
     tcb_t  tcb                # the TCB it now holds
+    seq_t  ticket             # the request's arrival number (its ticket)
 
 
 cdef struct grants_t:         # grants not yet taken, oldest first (a queue in an array)

@@ -19,12 +19,21 @@ from libc.string cimport memcpy, memmove, memset
 
 import numpy as np
 
-from pyresv._validate import batch_arrays, int_array, tcb_array, validate_shape
+from pyresv._validate import (
+    COUNTERS,
+    STATE_VERSION,
+    bad_state,
+    batch_arrays,
+    check_counters,
+    int_array,
+    read_state,
+    tcb_array,
+    validate_shape,
+)
 from pyresv.errors import PENDING, AllocatorError, QueueFull
 
 __all__ = ["DepthPoolAllocator", "PENDING", "AllocatorError", "QueueFull"]
 
-_STATE_VERSION = 1
 # A test hook (tests/test_batch_read_once.py): called with the GIL right
 # after a batch call has read the caller's arrays, before it validates or
 # applies anything. A None check per batch call; never set in production.
@@ -37,7 +46,6 @@ def _set_batch_read_hook(hook):
     _batch_read_hook = hook
 
 
-_COUNTERS = ("served_pool", "served_unreserved", "queued", "granted", "cancelled", "released")
 
 
 # ============================================================== wait queue
@@ -187,10 +195,11 @@ cdef int grants_reserve(grants_t* g, Py_ssize_t n) except -1 nogil:
     return 0
 
 
-cdef inline void _grants_push(grants_t* g, proc_t pid, tcb_t tcb) noexcept nogil:
+cdef inline void _grants_push(grants_t* g, proc_t pid, tcb_t tcb, seq_t ticket) noexcept nogil:
     # Room is reserved before every release (cap >= len + npending).
     g.buf[g.len].pid = pid
     g.buf[g.len].tcb = tcb
+    g.buf[g.len].ticket = ticket
     g.len += 1
 
 
@@ -261,11 +270,12 @@ cdef inline tcb_t _pool_pop(dpa_t* d, pool_t p, int32_t level, proc_t pid) noexc
 cdef inline void _grant(dpa_t* d, slot_t s, tcb_t tcb) noexcept nogil:
     """Serve queued request ``s`` with ``tcb`` and record the grant."""
     cdef proc_t pid = d.q.slots[s].pid
+    cdef seq_t ticket = d.q.slots[s].seq
     waitq_remove(&d.q, s)
     d.holder[tcb] = pid
     if tcb >= d.reserved_total:
         _unres_hold(d, tcb - d.reserved_total, pid)
-    _grants_push(&d.grants, pid, tcb)
+    _grants_push(&d.grants, pid, tcb, ticket)
     d.granted += 1
 
 
@@ -1384,12 +1394,14 @@ cdef dict _getstate(DepthPoolAllocator a):
             k += 1
             s = d.q.slots[s].next[WQ_LEVEL]
     waiters = waiters[np.argsort(waiters[:, 2], kind="stable")]
-    grants = np.empty((d.grants.len - d.grants.head, 2), dtype=np.int32)
+    grants = np.empty((d.grants.len - d.grants.head, 3), dtype=np.int64)
+    w = grants
     for i in range(d.grants.head, d.grants.len):
-        grants[i - d.grants.head, 0] = d.grants.buf[i].pid
-        grants[i - d.grants.head, 1] = d.grants.buf[i].tcb
+        w[i - d.grants.head, 0] = d.grants.buf[i].pid
+        w[i - d.grants.head, 1] = d.grants.buf[i].tcb
+        w[i - d.grants.head, 2] = d.grants.buf[i].ticket
     return {
-        "version": _STATE_VERSION,
+        "version": STATE_VERSION,
         "holder": _int32_copy(d.holder, d.total),
         "pool_nfree": _int32_copy(d.pool_nfree, d.npools),
         "pool_free": pool_free,
@@ -1411,14 +1423,16 @@ cdef dict _getstate(DepthPoolAllocator a):
 
 
 cdef int _bad_state(str msg) except -1:
-    raise AllocatorError(f"inconsistent pickled allocator state: {msg}")
+    raise bad_state(msg)
 
 
-cdef int _setstate(DepthPoolAllocator a, dict state) except -1:
+cdef int _setstate(DepthPoolAllocator a, object state) except -1:
     """Load ``_getstate`` output into a fresh allocator of the same shape.
 
-    Everything that indexes memory is validated first; the invariants are
-    then verified by ``check()``. Raises AllocatorError on a bad state.
+    ``read_state`` validates every entry and bound first (DESIGN §4); this
+    only reads what it accepted. The invariants are then verified by
+    ``check()`` and the counters by ``check_counters``. Raises
+    AllocatorError on a bad state.
     """
     cdef dpa_t* d = &a.core
     cdef int32_t l, level
@@ -1427,81 +1441,41 @@ cdef int _setstate(DepthPoolAllocator a, dict state) except -1:
     cdef tcb_t t, u, base
     cdef proc_t pid
     cdef slot_t s
-    cdef int64_t last_seq = -1
     cdef level_info_t* L
-    cdef const int32_t[::1] hv
-    cdef const int32_t[::1] v32
-    cdef const int32_t[::1] nf
+    cdef const int64_t[::1] hv
+    cdef const int64_t[::1] v
+    cdef const int64_t[::1] nf
     cdef const int64_t[:, ::1] w
-    cdef uint8_t[::1] seen
-    if state.get("version") != _STATE_VERSION:
-        _bad_state(f"unknown version {state.get('version')!r}")
-    try:
-        hv = np.ascontiguousarray(state["holder"], dtype=np.int32)
-        nfree_arr = np.ascontiguousarray(state["pool_nfree"], dtype=np.int32)
-        pool_free = np.ascontiguousarray(state["pool_free"], dtype=np.int32)
-        level_free_pools = np.ascontiguousarray(state["level_free_pools"], dtype=np.int32)
-        free_pools = np.ascontiguousarray(state["free_pools"], dtype=np.int32)
-        unres_free = np.ascontiguousarray(state["unres_free"], dtype=np.int32)
-        waiters = np.ascontiguousarray(state["waiters"], dtype=np.int64).reshape(-1, 3)
-        grants = np.ascontiguousarray(state["grants"], dtype=np.int32).reshape(-1, 2)
-        next_seq = int(state["next_seq"])
-        counters = {name: int(state["counters"][name]) for name in _COUNTERS}
-    except (KeyError, TypeError, ValueError) as exc:
-        _bad_state(f"{type(exc).__name__}: {exc}")
-    if hv.shape[0] != d.total or nfree_arr.shape[0] != d.npools or level_free_pools.shape[0] != d.levels:
-        _bad_state("array lengths do not match the allocator's shape")
+    st = read_state(
+        state, a._depths, d.unreserved, d.max_processes, d.q.capacity
+    )
+    hv = st["holder"]
     for t in range(d.total):
-        if hv[t] < DPA_NIL or hv[t] >= d.max_processes:
-            _bad_state(f"TCB {t} held by pid {hv[t]}, out of range")
-    if d.total > 0:
-        memcpy(d.holder, &hv[0], d.total * sizeof(proc_t))
-    seen = np.zeros(max(d.total, d.npools, 1), dtype=np.uint8)
-
-    # Pools: free stacks hold distinct free TCBs of their own pool.
-    nf = nfree_arr
-    k = 0
-    for p in range(d.npools):
-        k += nf[p]
-    v32 = pool_free
-    if v32.shape[0] != k:
-        _bad_state("pool free stacks do not match pool_nfree")
+        d.holder[t] = <proc_t>hv[t]
+    # Pools' free stacks, bottom to top, in pool order.
+    nf = st["pool_nfree"]
+    v = st["pool_free"]
     k = 0
     for l in range(1, d.levels + 1):
         L = &d.level[l]
         for p in range(L.first_pool, L.first_pool + L.pools):
             n = nf[p]
-            if n < 0 or n > L.size:
-                _bad_state(f"pool {p} has {n} free TCBs of {L.size}")
             base = _pool_base(d, p, l)
             for i in range(n):
-                t = v32[k]
+                d.pool_stack[base + i] = <tcb_t>v[k]
                 k += 1
-                if t < base or t >= base + L.size or seen[t] or d.holder[t] != DPA_NIL:
-                    _bad_state(f"pool {p}'s free stack holds TCB {t}")
-                seen[t] = 1
-                d.pool_stack[base + i] = t
             d.pool_nfree[p] = <int32_t>n
-    # Free pools: wholly free pools of their level, each once.
-    v32 = free_pools
-    seen[:] = 0
+    # Each level's free-pool stack, bottom to top.
+    nf = st["level_free_pools"]
+    v = st["free_pools"]
     k = 0
     for l in range(1, d.levels + 1):
         L = &d.level[l]
-        n = level_free_pools[l - 1]
-        if n < 0 or n > L.pools or k + n > v32.shape[0]:
-            _bad_state(f"level {l} lists {n} free pools")
-        for i in range(n):
-            p = v32[k]
+        for i in range(nf[l - 1]):
+            d.free_pools[L.first_pool + i] = <pool_t>v[k]
             k += 1
-            if p < L.first_pool or p >= L.first_pool + L.pools or seen[p] or d.pool_nfree[p] != L.size:
-                _bad_state(f"level {l}'s free-pool stack holds pool {p}")
-            seen[p] = 1
-            d.free_pools[L.first_pool + i] = p
-        L.nfree_pools = <pool_t>n
-    if k != v32.shape[0]:
-        _bad_state("free-pool stacks do not match level_free_pools")
-    # Ownership: the pid holding a pool's TCBs owns it.
+        L.nfree_pools = <pool_t>nf[l - 1]
+    # Ownership: the pid holding a pool's TCBs owns it (check() verifies one pid).
     for l in range(1, d.levels + 1):
         L = &d.level[l]
         for p in range(L.first_pool, L.first_pool + L.pools):
@@ -1510,44 +1484,32 @@ cdef int _setstate(DepthPoolAllocator a, dict state) except -1:
                 if d.holder[t] != DPA_NIL:
                     d.owned[d.holder[t] * d.levels + l - 1] = p
                     break
-    # Unreserved: the free stack holds distinct free unreserved TCBs.
-    v32 = unres_free
-    seen[:] = 0
+    # The unreserved free stack, bottom to top; held ones on their holder's list.
+    v = st["unres_free"]
     d.unres_free = DPA_NIL
-    for i in range(v32.shape[0]):
-        t = v32[i]
-        if t < d.reserved_total or t >= d.total or seen[t] or d.holder[t] != DPA_NIL:
-            _bad_state(f"unreserved free stack holds TCB {t}")
-        seen[t] = 1
-        u = t - d.reserved_total
+    for i in range(v.shape[0]):
+        u = <tcb_t>v[i] - d.reserved_total
         d.unres_next[u] = d.unres_free
         d.unres_free = u
-    d.unres_nfree = <tcb_t>v32.shape[0]
+    d.unres_nfree = <tcb_t>v.shape[0]
     for t in range(d.reserved_total, d.total):
         if d.holder[t] != DPA_NIL:
             _unres_hold(d, t - d.reserved_total, d.holder[t])
-    # Pending requests in arrival order.
-    w = waiters
-    if w.shape[0] > d.q.capacity:
-        _bad_state(f"{w.shape[0]} requests pend but max_waiters is {d.q.capacity}")
+    # Pending requests in arrival order, with their tickets.
+    w = st["waiters"]
     for i in range(w.shape[0]):
-        if w[i, 0] < 0 or w[i, 0] >= d.max_processes or w[i, 1] < 1 or w[i, 1] > d.levels:
-            _bad_state(f"request {i} names pid {w[i, 0]} at level {w[i, 1]}")
-        if w[i, 2] <= last_seq or w[i, 2] >= next_seq:
-            _bad_state(f"request {i} has arrival number {w[i, 2]} out of order")
-        last_seq = w[i, 2]
         pid = <proc_t>w[i, 0]
         level = <int32_t>w[i, 1]
         s = waitq_push(&d.q, pid, level, d.owned[pid * d.levels + level - 1] == DPA_NIL)
         d.q.slots[s].seq = w[i, 2]
-    d.q.next_seq = next_seq
+    d.q.next_seq = st["next_seq"]
     # Grants not yet taken.
-    if _grants_grow(&d.grants, grants.shape[0]) < 0:
+    w = st["grants"]
+    if _grants_grow(&d.grants, w.shape[0]) < 0:
         raise MemoryError("cannot allocate the grants buffer")
-    for i in range(grants.shape[0]):
-        if not (0 <= grants[i, 0] < d.max_processes and 0 <= grants[i, 1] < d.total):
-            _bad_state(f"grant {i} names pid {grants[i, 0]} and TCB {grants[i, 1]}")
-        _grants_push(&d.grants, grants[i, 0], grants[i, 1])
+    for i in range(w.shape[0]):
+        _grants_push(&d.grants, <proc_t>w[i, 0], <tcb_t>w[i, 1], w[i, 2])
+    counters = st["counters"]
     d.served_pool = counters["served_pool"]
     d.served_unreserved = counters["served_unreserved"]
     d.queued = counters["queued"]
@@ -1557,6 +1519,7 @@ cdef int _setstate(DepthPoolAllocator a, dict state) except -1:
     msg = _find_broken(a)
     if msg is not None:
         _bad_state(msg)
+    check_counters(st)
     return 0
 
 
