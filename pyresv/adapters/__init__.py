@@ -3,8 +3,10 @@
 * :mod:`pyresv.adapters.simpy`: ``DepthResource``, a SimPy resource.
 * :mod:`pyresv.adapters.executor`: ``DepthPoolExecutor``, a ``concurrent.futures`` executor.
 * :mod:`pyresv.adapters.aio`: ``DepthLimiter``, an asyncio limiter.
+* :mod:`pyresv.adapters.dask`: ``DepthClient``, nested Dask tasks; the levels
+  are Dask worker resources, so Dask's scheduler does the queueing there.
 
-All three queue requests in the allocator and learn that a request was served
+The first three queue requests in the allocator and learn that a request was served
 from the allocator's grants (``take_grants()``). :class:`WaitBook` is the shared
 piece that maps each grant ``(pid, tcb)`` back to the waiter the allocator
 served, and withdraws one waiter exactly although ``allocator.cancel(pid)``
