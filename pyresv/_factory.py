@@ -9,7 +9,7 @@ when the core is built, else the pure-Python reference;
 
 from __future__ import annotations
 
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, Literal, Protocol, overload
 
 from pyresv.errors import ConfigError
 
@@ -34,7 +34,16 @@ class Allocator(Protocol):
 
     def cancel(self, pid: int) -> int: ...
 
-    def take_grants(self) -> list[tuple[int, int]]: ...
+    @property
+    def last_ticket(self) -> int: ...
+
+    def cancel_request(self, ticket: int) -> bool: ...
+
+    @overload
+    def take_grants(self, tickets: Literal[False] = False) -> list[tuple[int, int]]: ...
+
+    @overload
+    def take_grants(self, tickets: Literal[True]) -> list[tuple[int, int, int]]: ...
 
     def level_of(self, tcb: int) -> int: ...
 

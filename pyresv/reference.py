@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from bisect import bisect_right
 from collections import deque
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Literal, Sequence, overload
 
 import numpy as np
 
@@ -147,6 +147,7 @@ class DepthPoolAllocator:
         self._by_level: list[deque[_Request]] = [deque() for _ in range(self._levels + 1)]
         self._by_pid_level: dict[tuple[int, int], deque[_Request]] = {}
         self._seekers: list[deque[_Request]] = [deque() for _ in range(self._levels + 1)]
+        self._tickets: dict[int, _Request] = {}  # ticket (arrival number) -> pending request
         self._grants: list[tuple[int, int, int]] = []  # (pid, tcb, ticket)
         self._counters = {
             "served_pool": 0,
@@ -258,6 +259,7 @@ class DepthPoolAllocator:
             )
         req = _Request(pid, level, self._seq)
         self._seq += 1
+        self._tickets[req.seq] = req
         self._by_level[level].append(req)
         self._by_pid_level.setdefault((pid, level), deque()).append(req)
         if pool < 0:
@@ -277,6 +279,7 @@ class DepthPoolAllocator:
     def _remove(self, req: _Request) -> None:
         """Mark ``req`` as no longer pending (lazy deletion from the deques)."""
         req.alive = False
+        del self._tickets[req.seq]
         self._npending -= 1
         left = self._pending_of[req.pid] - 1
         if left:
@@ -389,9 +392,49 @@ class DepthPoolAllocator:
         return bisect_right(self._pool_base, tcb) - 1
 
     # ------------------------------------------------------------------ misc
-    def take_grants(self) -> list[tuple[int, int]]:
-        """Return and clear the ``(pid, tcb)`` grants made to queued requests."""
+    @property
+    def last_ticket(self) -> int:
+        """The ticket of the newest request that returned PENDING, or -1 before any.
+
+        Tickets are arrival numbers: unique and increasing per allocator,
+        kept by pickling. After :meth:`acquire_many`, the ticket of the
+        batch's last queued request.
+        """
+        return self._seq - 1
+
+    def cancel_request(self, ticket: int) -> bool:
+        """Cancel the pending request with this ticket; True if it was pending.
+
+        Other requests keep their place. False when the ticket is not pending
+        (granted, cancelled, or never issued). Raises ``ValueError`` for a
+        negative ticket or one that is not an int. Cancelling frees nothing,
+        so it makes no grant.
+        """
+        if not is_int(ticket):
+            raise ValueError(f"ticket must be an int, got {ticket!r}")
+        if ticket < 0:
+            raise ValueError(f"ticket {ticket} is negative")
+        req = self._tickets.get(int(ticket))
+        if req is None:
+            return False
+        self._remove(req)
+        self._counters["cancelled"] += 1
+        return True
+
+    @overload
+    def take_grants(self, tickets: Literal[False] = False) -> list[tuple[int, int]]: ...
+    @overload
+    def take_grants(self, tickets: Literal[True]) -> list[tuple[int, int, int]]: ...
+
+    def take_grants(self, tickets: bool = False) -> list[tuple[int, int]] | list[tuple[int, int, int]]:
+        """Return and clear the grants made to queued requests, oldest first.
+
+        Each is ``(pid, tcb)``, or ``(pid, tcb, ticket)`` with
+        ``tickets=True`` (the ticket of the request it served).
+        """
         grants, self._grants = self._grants, []
+        if tickets:
+            return grants
         return [(pid, tcb) for pid, tcb, _ in grants]
 
     def _check_pid(self, pid: int) -> int:
@@ -550,6 +593,8 @@ class DepthPoolAllocator:
             raise AllocatorError(f"{len(alive)} requests queued but pending count is {self._npending}")
         if self._npending > self._max_waiters:
             raise AllocatorError("more requests pend than max_waiters")
+        if len(self._tickets) != len(alive) or any(self._tickets.get(r.seq) is not r for r in alive):
+            raise AllocatorError(f"{len(self._tickets)} tickets in the ticket table but {len(alive)} requests pend")
         if alive and self._unres_free:
             raise AllocatorError(
                 f"lost wake-up: {len(self._unres_free)} unreserved TCBs free while {len(alive)} requests pend"
@@ -625,6 +670,7 @@ class DepthPoolAllocator:
         if tcb == PENDING:
             # Queued: the newest request of all, so at the tail of its deques.
             req = self._by_level[level].pop()
+            del self._tickets[req.seq]
             key = (pid, level)
             q = self._by_pid_level[key]
             q.pop()
@@ -742,6 +788,7 @@ class DepthPoolAllocator:
             self._by_pid_level.setdefault((pid, level), deque()).append(req)
             if (pid, level) not in self._owned:
                 self._seekers[level].append(req)
+            self._tickets[seq] = req
             self._npending += 1
             self._pending_of[pid] = self._pending_of.get(pid, 0) + 1
         self._seq = st["next_seq"]

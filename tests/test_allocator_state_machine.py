@@ -164,6 +164,17 @@ class AllocatorLockstep(RuleBasedStateMachine):
         self.both("take_grants")
 
     @rule()
+    def take_grants_with_tickets(self) -> None:
+        self.both("take_grants", True)
+
+    @rule(data=st.data())
+    def cancel_request(self, data: st.DataObject) -> None:
+        # Any ticket issued so far (pending, granted or cancelled), one never
+        # issued, or a negative one.
+        last = self.impls[1].last_ticket
+        self.both("cancel_request", data.draw(st.integers(-2, last + 2)))
+
+    @rule()
     def pickle_round_trip(self) -> None:
         self.impls = [pickle.loads(pickle.dumps(a)) for a in self.impls]
 
@@ -177,6 +188,7 @@ class AllocatorLockstep(RuleBasedStateMachine):
         r.check()
         assert c.stats() == r.stats()
         assert c.pending() == r.pending()
+        assert c.last_ticket == r.last_ticket
         for t in range(r.total):
             assert (c.holder(t), c.level_of(t)) == (r.holder(t), r.level_of(t))
         for pid in range(NPIDS):

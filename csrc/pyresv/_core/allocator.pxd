@@ -26,7 +26,8 @@ Layout
 * Memory: 8 bytes per reserved TCB (holder + stack slot), 12 per unreserved
   TCB (holder + two links of the per-pid list of held unreserved TCBs, which
   makes ``release_all`` O(k log k) in the TCBs k the pid holds), 8 per pool,
-  plus 12 * levels + 8 bytes per pid and 48 bytes per wait-queue slot.
+  plus 12 * levels + 8 bytes per pid and 48 bytes per wait-queue slot (56 to
+  64 with the ticket table).
 
 Errors
 ------
@@ -104,6 +105,8 @@ cdef struct waitq_t:          # the wait queue of FIG 4 block 412 / FIG 5A block
     int32_t*     level_count  # [levels + 1] requests pending per level
     slot_list_t* by_pid_level # [max_processes * levels] a pid's requests at a level (pid*levels + level-1)
     int32_t*     pid_count    # [max_processes] requests pending per pid
+    slot_t*      by_ticket    # [ticket_mask + 1] open-addressing table: ticket (seq) -> slot, or DPA_NIL
+    int64_t      ticket_mask  # table size - 1 (a power of two >= 2 * capacity: at most half full)
 
 
 cdef struct grant_t:          # one grant: a queued request was served
@@ -191,6 +194,18 @@ cdef int dpa_try_release(dpa_t* d, tcb_t tcb) noexcept nogil
 
 # Take the oldest grant not yet taken: 1 and *pid, *tcb set, or 0 when none.
 cdef int dpa_take_grant(dpa_t* d, proc_t* pid, tcb_t* tcb) noexcept nogil
+# The same, and *ticket set to the ticket of the request it served.
+cdef int dpa_take_grant_ticket(dpa_t* d, proc_t* pid, tcb_t* tcb, seq_t* ticket) noexcept nogil
+
+# Tickets name pending requests: a request's ticket is its arrival number
+# (unique and increasing per allocator, kept by pickling).
+# The ticket of the newest request that was queued (DPA_PENDING), or -1.
+cdef seq_t dpa_last_ticket(dpa_t* d) noexcept nogil
+# Cancel the one pending request with this ticket; the others keep their
+# place. Returns 1 (it was pending, now cancelled), 0 (not pending: granted,
+# cancelled or never issued) or DPA_BAD_ARG (a negative ticket). Cancelling
+# frees nothing, so it makes no grant. O(1) on average.
+cdef int dpa_cancel_request(dpa_t* d, seq_t ticket) noexcept nogil
 
 # Drop pid's pending requests: their number, or DPA_BAD_ARG for a bad pid.
 cdef int32_t dpa_cancel(dpa_t* d, proc_t pid) noexcept nogil

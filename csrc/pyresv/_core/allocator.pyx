@@ -80,6 +80,49 @@ cdef inline void _list_unlink(waitq_t* q, slot_t s, slot_list_t* L, int k) noexc
         q.slots[nxt].prev[k] = prev
 
 
+# Tickets: a request is named by its arrival number (seq). An open-addressing
+# table (linear probing, at most half full) maps a pending request's ticket
+# to its slot, so cancelling one request is O(1) on average.
+
+cdef inline void _ticket_insert(waitq_t* q, slot_t s) noexcept nogil:
+    cdef int64_t i = q.slots[s].seq & q.ticket_mask
+    while q.by_ticket[i] != DPA_NIL:
+        i = (i + 1) & q.ticket_mask
+    q.by_ticket[i] = s
+
+
+cdef inline void _ticket_remove(waitq_t* q, slot_t s) noexcept nogil:
+    """Drop slot ``s`` from the ticket table (backward-shift deletion, no tombstones)."""
+    cdef int64_t i = q.slots[s].seq & q.ticket_mask
+    cdef int64_t j, home
+    while q.by_ticket[i] != s:
+        i = (i + 1) & q.ticket_mask
+    j = i
+    while True:
+        j = (j + 1) & q.ticket_mask
+        if q.by_ticket[j] == DPA_NIL:
+            break
+        home = q.slots[q.by_ticket[j]].seq & q.ticket_mask
+        # Entry j may move back to i unless its home lies cyclically in (i, j].
+        if (i <= j and i < home <= j) or (i > j and (home > i or home <= j)):
+            continue
+        q.by_ticket[i] = q.by_ticket[j]
+        i = j
+    q.by_ticket[i] = DPA_NIL
+
+
+cdef inline slot_t waitq_find(waitq_t* q, seq_t ticket) noexcept nogil:
+    """The slot of the pending request with this ticket, or DPA_NIL."""
+    cdef int64_t i = ticket & q.ticket_mask
+    cdef slot_t s = q.by_ticket[i]
+    while s != DPA_NIL:
+        if q.slots[s].seq == ticket:
+            return s
+        i = (i + 1) & q.ticket_mask
+        s = q.by_ticket[i]
+    return DPA_NIL
+
+
 cdef inline slot_t waitq_push(waitq_t* q, proc_t pid, int32_t level, bint seeker) noexcept nogil:
     """Queue a request of ``pid`` at ``level`` at the tail of its lists.
 
@@ -99,6 +142,7 @@ cdef inline slot_t waitq_push(waitq_t* q, proc_t pid, int32_t level, bint seeker
     w = &q.slots[s]
     w.seq = q.next_seq
     q.next_seq += 1
+    _ticket_insert(q, s)
     w.pid = pid
     w.level = level
     w.seeker = seeker
@@ -127,6 +171,7 @@ cdef inline void waitq_remove(waitq_t* q, slot_t s) noexcept nogil:
     cdef waiter_t* w = &q.slots[s]
     cdef proc_t pid = w.pid
     cdef int32_t level = w.level
+    _ticket_remove(q, s)
     _list_unlink(q, s, &q.by_level[level], WQ_LEVEL)
     _list_unlink(q, s, &q.by_pid_level[pid * q.levels + level - 1], WQ_PID_LEVEL)
     waitq_unseek(q, s)
@@ -204,11 +249,17 @@ cdef inline void _grants_push(grants_t* g, proc_t pid, tcb_t tcb, seq_t ticket) 
 
 
 cdef int dpa_take_grant(dpa_t* d, proc_t* pid, tcb_t* tcb) noexcept nogil:
+    cdef seq_t ticket
+    return dpa_take_grant_ticket(d, pid, tcb, &ticket)
+
+
+cdef int dpa_take_grant_ticket(dpa_t* d, proc_t* pid, tcb_t* tcb, seq_t* ticket) noexcept nogil:
     cdef grants_t* g = &d.grants
     if g.head == g.len:
         return 0
     pid[0] = g.buf[g.head].pid
     tcb[0] = g.buf[g.head].tcb
+    ticket[0] = g.buf[g.head].ticket
     g.head += 1
     if g.head == g.len:
         g.head = 0
@@ -529,6 +580,26 @@ cdef int32_t dpa_cancel(dpa_t* d, proc_t pid) noexcept nogil:
     return n
 
 
+cdef int dpa_cancel_request(dpa_t* d, seq_t ticket) noexcept nogil:
+    cdef slot_t s
+    if ticket < 0:
+        return DPA_BAD_ARG
+    s = waitq_find(&d.q, ticket)
+    if s == DPA_NIL:
+        return 0
+    # Removing a request frees nothing, so by the no-lost-wake-up invariant
+    # no other waiter can now be served: no grant results.
+    waitq_remove(&d.q, s)
+    d.cancelled += 1
+    return 1
+
+
+cdef seq_t dpa_last_ticket(dpa_t* d) noexcept nogil:
+    # Every queued request takes the next arrival number, and an undone
+    # batch hands its numbers back: the newest is next_seq - 1.
+    return d.q.next_seq - 1
+
+
 cdef int _cmp_tcb(const void* a, const void* b) noexcept nogil:
     cdef tcb_t x = (<const tcb_t*>a)[0]
     cdef tcb_t y = (<const tcb_t*>b)[0]
@@ -810,8 +881,8 @@ cdef class DepthPoolAllocator:
     :class:`pyresv.reference.DepthPoolAllocator`.
 
     Every array is allocated once here (about 8 bytes per reserved TCB, 12
-    per unreserved TCB, 8 per pool, ``12 * D + 8`` per pid and 48 per
-    wait-queue slot; see :attr:`nbytes`). Raises ``ValueError`` on a bad
+    per unreserved TCB, 8 per pool, ``12 * D + 8`` per pid and 56 to 64
+    per wait-queue slot; see :attr:`nbytes`). Raises ``ValueError`` on a bad
     argument, naming it, and ``MemoryError`` if the arrays do not fit.
     """
 
@@ -828,6 +899,7 @@ cdef class DepthPoolAllocator:
         cdef int32_t l, i
         cdef pool_t p, first = 0
         cdef tcb_t base = 0, b, s, u
+        cdef int64_t tsize
         cdef level_info_t* L
         levels, n_unres, n_procs, n_wait = validate_shape(
             depths, unreserved, max_processes, max_waiters, wake
@@ -895,6 +967,12 @@ cdef class DepthPoolAllocator:
         d.q.npending = 0
         d.q.next_seq = 0
         d.q.slots = <waiter_t*>_alloc(d, n_wait, sizeof(waiter_t))
+        tsize = 2
+        while tsize < 2 * <int64_t>n_wait:
+            tsize *= 2
+        d.q.ticket_mask = tsize - 1
+        d.q.by_ticket = <slot_t*>_alloc(d, tsize, sizeof(slot_t))
+        memset(d.q.by_ticket, 0xFF, <size_t>tsize * sizeof(slot_t))
         d.q.by_level = <slot_list_t*>_alloc(d, d.levels + 1, sizeof(slot_list_t))
         memset(d.q.by_level, 0xFF, (d.levels + 1) * sizeof(slot_list_t))
         d.q.seekers = <slot_list_t*>_alloc(d, d.levels + 1, sizeof(slot_list_t))
@@ -931,6 +1009,7 @@ cdef class DepthPoolAllocator:
         PyMem_Free(d.q.level_count)
         PyMem_Free(d.q.by_pid_level)
         PyMem_Free(d.q.pid_count)
+        PyMem_Free(d.q.by_ticket)
         PyMem_RawFree(d.grants.buf)
         PyMem_Free(self._scratch)
 
@@ -1025,15 +1104,55 @@ cdef class DepthPoolAllocator:
             grants_reserve(&d.grants, d.q.npending)
         _dpa_release(d, <tcb_t>t)
 
-    def take_grants(self):
-        """Return and clear the ``(pid, tcb)`` grants made to queued requests, oldest first."""
+    @property
+    def last_ticket(self) -> int:
+        """The ticket of the newest request that returned PENDING, or -1 before any.
+
+        Tickets are arrival numbers: unique and increasing per allocator,
+        kept by pickling. After :meth:`acquire_many`, the ticket of the
+        batch's last queued request (the batch's queued requests have the
+        consecutive tickets up to it).
+        """
+        if self._busy:
+            _raise_busy(self._busy)
+        return dpa_last_ticket(&self.core)
+
+    def cancel_request(self, ticket):
+        """Cancel the pending request with this ticket; True if it was pending.
+
+        Other requests keep their place. False when the ticket is not pending
+        (granted, cancelled, or never issued). Raises ``ValueError`` for a
+        negative ticket or one that is not an int. Cancelling frees nothing,
+        so it makes no grant.
+        """
+        cdef long long v = 0
+        cdef int rc = _int_arg(ticket, &v)
+        if rc == 2:
+            raise ValueError(f"ticket must be an int, got {ticket!r}")
+        if rc == 1:  # beyond int64: negative, or never issued
+            v = -1 if ticket < 0 else INT64_MAX
+        if v < 0:
+            raise ValueError(f"ticket {ticket} is negative")
+        if self._busy:
+            _raise_busy(self._busy)
+        return dpa_cancel_request(&self.core, <seq_t>v) == 1
+
+    def take_grants(self, tickets=False):
+        """Return and clear the grants made to queued requests, oldest first.
+
+        Each is ``(pid, tcb)``, or ``(pid, tcb, ticket)`` with
+        ``tickets=True`` (the ticket of the request it served).
+        """
         cdef grants_t* g = &self.core.grants
         cdef Py_ssize_t i
         if self._busy:
             _raise_busy(self._busy)
         self._busy = _IN_READ
         try:
-            out = [(g.buf[i].pid, g.buf[i].tcb) for i in range(g.head, g.len)]
+            if tickets:
+                out = [(g.buf[i].pid, g.buf[i].tcb, g.buf[i].ticket) for i in range(g.head, g.len)]
+            else:
+                out = [(g.buf[i].pid, g.buf[i].tcb) for i in range(g.head, g.len)]
         finally:
             self._busy = _IDLE
         g.head = 0
@@ -1500,8 +1619,8 @@ cdef int _setstate(DepthPoolAllocator a, object state) except -1:
     for i in range(w.shape[0]):
         pid = <proc_t>w[i, 0]
         level = <int32_t>w[i, 1]
-        s = waitq_push(&d.q, pid, level, d.owned[pid * d.levels + level - 1] == DPA_NIL)
-        d.q.slots[s].seq = w[i, 2]
+        d.q.next_seq = w[i, 2]  # the request's ticket, as saved
+        waitq_push(&d.q, pid, level, d.owned[pid * d.levels + level - 1] == DPA_NIL)
     d.q.next_seq = st["next_seq"]
     # Grants not yet taken.
     w = st["grants"]
@@ -1761,6 +1880,25 @@ cdef object _find_broken(DepthPoolAllocator a):
             return f"level {l}: seekers list tail corrupt"
     if nseek != 0:
         return "a request of a pid owning no pool is missing from the seekers lists"
+
+    # Tickets: every pending request, and nothing else, is in the ticket table.
+    count = 0
+    for i in range(q.ticket_mask + 1):
+        s = q.by_ticket[i]
+        if s != DPA_NIL:
+            if s < 0 or s >= q.used:
+                return f"ticket table corrupt at entry {i}"
+            count += 1
+    if count != q.npending:
+        return f"{count} tickets in the ticket table but {q.npending} requests pend"
+    for l in range(1, d.levels + 1):
+        s = q.by_level[l].head
+        while s != DPA_NIL:
+            if waitq_find(q, q.slots[s].seq) != s:
+                return f"the request with ticket {q.slots[s].seq} is missing from the ticket table"
+            if q.slots[s].seq < 0 or q.slots[s].seq >= q.next_seq:
+                return f"ticket {q.slots[s].seq} is not below next_seq {q.next_seq}"
+            s = q.slots[s].next[WQ_LEVEL]
 
     # No lost wake-up: nothing pends while a resource it may use is free.
     if q.npending and d.unres_nfree:
