@@ -47,6 +47,7 @@ import json
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
+from pyresv._factory import ALLOCATORS
 from pyresv.errors import ConfigError
 from pyresv.sim.config import Config, default_config, load
 
@@ -415,7 +416,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "(default 0: serially here)")
     p.add_argument("--scheduler", metavar="ADDRESS", help="run the seeds on this Dask scheduler")
     p.add_argument("--json", action="store_true", help="print the answer and everything tried as JSON")
-    p.add_argument("--allocator", choices=("auto", "compiled", "reference"), default="auto",
+    p.add_argument("--allocator", choices=ALLOCATORS, default="auto",
                    help="allocator implementation (default: the compiled core when built)")
 
 
