@@ -1,248 +1,595 @@
-"""DepthResource: a SimPy resource over the allocator (whole traces, cancel, FIFO, deadlock report)."""
+"""SimPy resources over the allocator: SimPy's semantics to the letter, and nesting without deadlock.
+
+Tests marked with the ``make`` fixture run the same model on SimPy's own class
+and on pyresv's, and assert one literal trace for both: SimPy is the oracle.
+"""
 
 from __future__ import annotations
+
+import re
+from typing import Any, Callable
 
 import matplotlib
 import pytest
 import simpy
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from simpy.resources.resource import Preempted
 
 import pyresv
-from pyresv.adapters.simpy import DepthRequest, DepthResource, Monitor, find_deadlock
+from pyresv.adapters.simpy import (
+    TESTED_SIMPY,
+    DepthPreemptiveResource,
+    DepthPriorityRequest,
+    DepthPriorityResource,
+    DepthRelease,
+    DepthRequest,
+    DepthResource,
+    Monitor,
+    find_deadlock,
+)
 
 matplotlib.use("Agg")
 
+SIMPY = {"resource": simpy.Resource, "priority": simpy.PriorityResource, "preemptive": simpy.PreemptiveResource}
+DEPTH = {"resource": DepthResource, "priority": DepthPriorityResource, "preemptive": DepthPreemptiveResource}
 
+
+@pytest.fixture(params=["simpy", "depth"])
+def make(request: pytest.FixtureRequest) -> Callable[..., Any]:
+    """``make(env, capacity, kind="resource")``: SimPy's class, then pyresv's (default levels)."""
+    table = SIMPY if request.param == "simpy" else DEPTH
+
+    def build(env: simpy.Environment, capacity: int = 1, kind: str = "resource") -> Any:
+        return table[kind](env, capacity=capacity)
+
+    return build
 
 
 def assert_clean(res: DepthResource) -> None:
-    """Nothing left behind: no pending request, no held TCB, invariants hold."""
+    """Nothing left behind: no waiting request, no held TCB, invariants hold."""
     alloc = res.allocator
     alloc.check()
     assert alloc.pending() == 0
     assert all(alloc.holder(t) == -1 for t in range(alloc.total))
-    assert res.count == 0 and res.queue == []
+    assert res.count == 0 and res.users == [] and len(res.queue) == 0
 
 
-# ----------------------------------------------------------- whole traces
-def test_trace_shared_pool_fifo(allocator_cls):
+def test_simpy_version_is_one_the_internals_were_checked_against():
+    # The adapter reads SimPy internals (Environment._active_proc, Event._value ...).
+    assert simpy.__version__ in TESTED_SIMPY, (
+        f"SimPy {simpy.__version__} is not in TESTED_SIMPY {TESTED_SIMPY}: re-run SimPy's resource "
+        "tests against pyresv's classes (README, SimPy section) and add it"
+    )
+
+
+# ------------------------------------------------------------ constructor
+def test_capacity_form_holds_back_one_unit_per_deeper_level():
     env = simpy.Environment()
-    res = DepthResource(env, allocator_cls([(0, 1)], 2), name="R")
+    res = DepthResource(env, capacity=6, levels=3)
+    alloc = res.allocator
+    assert (res.capacity, res.levels, alloc.total, alloc.levels) == (6, 3, 6, 3)
+    # [0021]: one pool of one unit for each of levels 2 and 3, none for level 1; 4 unreserved
+    assert alloc.depths == [(0, 1), (1, 1), (1, 1)] and alloc.unreserved == 4 and alloc.wake == "deepest"
+
+
+def test_default_is_one_unit_one_level_like_simpy():
+    env = simpy.Environment()
+    res = DepthResource(env)
+    assert (res.capacity, res.levels, res.allocator.unreserved) == (1, 1, 1)
+    assert DepthResource(env, 3).capacity == 3  # positional, as simpy.Resource(env, 3)
+
+
+@pytest.mark.parametrize("cls", [DepthResource, DepthPriorityResource, DepthPreemptiveResource])
+@pytest.mark.parametrize("capacity", [0, -1])
+def test_capacity_must_be_positive_with_simpys_message(cls, capacity):
+    env = simpy.Environment()
+    with pytest.raises(ValueError, match=re.escape('"capacity" must be > 0.')):
+        cls(env, capacity=capacity)
+    with pytest.raises(ValueError, match=re.escape('"capacity" must be > 0.')):
+        SIMPY["resource"](env, capacity=capacity)  # the message is SimPy's
+
+
+def test_capacity_below_levels_names_both():
+    env = simpy.Environment()
+    with pytest.raises(ValueError, match=r'"capacity" \(2\) must be >= "levels" \(3\)'):
+        DepthResource(env, capacity=2, levels=3)
+    assert DepthResource(env, capacity=3, levels=3).allocator.unreserved == 1
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"capacity": 1.5}, '"capacity" must be an int'),
+        ({"capacity": "3"}, '"capacity" must be an int'),
+        ({"capacity": True}, '"capacity" must be an int'),
+        ({"capacity": 3, "levels": 0}, '"levels" must be an int >= 1'),
+        ({"capacity": 3, "levels": 2.0}, '"levels" must be an int >= 1'),
+    ],
+)
+def test_bad_constructor_arguments_are_named(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        DepthResource(simpy.Environment(), **kwargs)
+
+
+def test_allocator_form_takes_its_levels_from_the_allocator(allocator_cls):
+    env = simpy.Environment()
+    alloc = allocator_cls([(1, 2)] * 2, 1)
+    res = DepthResource(env, alloc)
+    assert res.allocator is alloc and res.capacity == 5 and res.levels == 2
+    with pytest.raises(ValueError, match="levels comes from the allocator"):
+        DepthResource(env, allocator_cls([(1, 1)], 1), levels=2)
+
+
+# ------------------------------------------------- SimPy's semantics, traces
+def test_trace_fifo_and_slots(make):
+    env = simpy.Environment()
+    res = make(env, 2)
     log = []
 
-    def user(name, pid, hold):
+    def user(name, hold):
         log.append((env.now, name, "ask"))
-        with res.request(pid) as req:
-            tcb = yield req
-            log.append((env.now, name, "got", tcb))
+        with res.request() as req:
+            value = yield req
+            log.append((env.now, name, "got", value, res.count, len(res.queue)))
             yield env.timeout(hold)
         log.append((env.now, name, "done"))
 
     for i, hold in enumerate([3, 1, 1, 1]):
-        env.process(user(f"p{i}", i, hold))
+        env.process(user(f"p{i}", hold))
     env.run()
     assert log == [
         (0, "p0", "ask"), (0, "p1", "ask"), (0, "p2", "ask"), (0, "p3", "ask"),
-        (0, "p0", "got", 0), (0, "p1", "got", 1),
-        (1, "p1", "done"), (1, "p2", "got", 1),
-        (2, "p2", "done"), (2, "p3", "got", 1),
+        (0, "p0", "got", None, 2, 2), (0, "p1", "got", None, 2, 2),
+        (1, "p1", "done"), (1, "p2", "got", None, 2, 1),
+        (2, "p2", "done"), (2, "p3", "got", None, 2, 0),
         (3, "p0", "done"), (3, "p3", "done"),
     ]  # fmt: skip
-    assert_clean(res)
 
 
-def test_trace_pool_ownership_and_seekers(allocator_cls):
-    # One level-1 pool of 2 TCBs ([0029]: a whole pool goes to one pid) and no
-    # unreserved TCB: pid 0 owns the pool; pids 1 and 2 wait for the whole
-    # pool (FIG 6A 606-610), which goes to the oldest of them.
+def test_a_waiter_is_served_at_the_next_trigger_point_not_at_release(make):
+    # SimPy frees the unit at release() but grants it to the head of the queue
+    # only when the Release event is processed (or a request is made first):
+    # an event scheduled between the two runs before the waiter resumes.
     env = simpy.Environment()
-    res = DepthResource(env, allocator_cls([(1, 2)], 0))
-    log = []
-
-    def user(name, pid, start, hold):
-        yield env.timeout(start)
-        with res.request(pid) as req:
-            tcb = yield req
-            log.append((env.now, name, tcb))
-            yield env.timeout(hold)
-
-    env.process(user("a0", 0, 0, 2))
-    env.process(user("b1", 1, 1, 1))
-    env.process(user("a1", 0, 1, 2))  # pid 0's second TCB of its own pool
-    env.process(user("c2", 2, 1, 1))
-    env.process(user("b2", 1, 1, 1))  # pid 1 again: served with b1 once pid 1 owns the pool
-    env.run()
-    # free TCBs are a LIFO stack: 1 was freed last, so it is handed out first
-    assert log == [(0, "a0", 0), (1, "a1", 1), (3, "b1", 1), (3, "b2", 0), (4, "c2", 0)]
-    assert_clean(res)
-
-
-def test_fifo_grant_order_many_waiters(allocator_cls):
-    env = simpy.Environment()
-    res = DepthResource(env, allocator_cls([(0, 1)], 1))
-    order = []
-
-    def user(pid, start):
-        yield env.timeout(start)
-        with res.request(pid) as req:
-            yield req
-            order.append(pid)
-            yield env.timeout(10)
-
-    arrival = [5, 2, 7, 0, 3, 6, 1, 4]  # pid i arrives at arrival[i]
-    for pid, start in enumerate(arrival):
-        env.process(user(pid, start))
-    env.run()
-    assert order == sorted(range(8), key=lambda p: arrival[p])
-    assert_clean(res)
-
-
-def test_immediate_request_is_triggered_with_tcb(allocator_cls):
-    env = simpy.Environment()
-    res = DepthResource(env, allocator_cls([(1, 1), (1, 1)], 0))
-    req = res.request(3, depth=1, remote=True)  # FIG 5A: served at level 2
-    assert isinstance(req, (DepthRequest, simpy.Event))
-    assert req.triggered and req.ok and req.value == 1 and req.tcb == 1
-    assert req.level == 2 and res.allocator.level_of(1) == 2
-    assert res.users == [req] and res.count == 1
-    res.release(1)
-    assert_clean(res)
-
-
-def test_release_wakes_in_grant_order_without_polling(allocator_cls):
-    # One release hands a wholly free pool to a seeker, which serves several
-    # of its requests at once: the events trigger in the allocator's grant order.
-    env = simpy.Environment()
-    res = DepthResource(env, allocator_cls([(1, 3)], 0))
-    first = res.request(0)
-    reqs = [res.request(1) for _ in range(3)]
-    assert not any(r.triggered for r in reqs)
-    res.release(first.value)
-    grants = [r.value for r in reqs]
-    assert grants == [0, 1, 2]
-    assert [r.triggered for r in reqs] == [True] * 3
-    for t in grants:
-        res.release(t)
-    assert_clean(res)
-
-
-# ------------------------------------------------------ interrupt, cancel
-def test_interrupt_while_waiting_cancels(allocator_cls):
-    env = simpy.Environment()
-    res = DepthResource(env, allocator_cls([(0, 1)], 1))
+    res = make(env, 1)
     log = []
 
     def holder():
-        with res.request(0) as req:
+        with res.request() as req:
+            yield req
+            yield env.timeout(1)
+            env.process(observer())  # scheduled before the Release event
+        log.append((env.now, "released", res.count, len(res.queue)))
+
+    def observer():
+        log.append((env.now, "observer", res.count, len(res.queue)))
+        yield env.timeout(0)
+
+    def waiter():
+        with res.request() as req:
+            yield req
+            log.append((env.now, "waiter got", res.count, len(res.queue)))
+
+    env.process(holder())
+    env.process(waiter())
+    env.run()
+    assert log == [
+        (1, "released", 0, 1),
+        (1, "observer", 0, 1),  # unit free, waiter still queued: its trigger point is later
+        (1, "waiter got", 1, 0),
+    ]
+
+
+def test_a_new_request_is_a_trigger_point_for_the_head(make):
+    # The child releases and asks again at once: the other child, waiting at
+    # the head, gets the unit when the new request is made (SimPy's
+    # test_resource_immediate_requests, as a whole trace).
+    env = simpy.Environment()
+    res = make(env, 1)
+    log = []
+
+    def child(name):
+        for _ in range(3):
+            with res.request() as req:
+                yield req
+                log.append((env.now, name))
+                yield env.timeout(1)
+
+    env.process(child("a"))
+    env.process(child("b"))
+    env.run()
+    assert log == [(0, "a"), (1, "b"), (2, "a"), (3, "b"), (4, "a"), (5, "b")]
+
+
+def test_same_number_of_events_as_simpy(make):
+    # SimPy's benchmark model counts events: a request and a release are one
+    # event each, like SimPy's Request and Release.
+    env = simpy.Environment()
+    res = make(env, 2)
+
+    def worker():
+        while True:
+            with res.request() as req:
+                yield req
+                yield env.timeout(1)
+
+    for _ in range(5):
+        env.process(worker())
+    env.run(until=15)
+    assert next(env._eid) == 95
+
+
+def test_request_outside_a_process(make):
+    env = simpy.Environment()
+    res = make(env, 1)
+    first, second = res.request(), res.request()
+    assert first.triggered and first.proc is None and not second.triggered
+    assert res.users == [first] and list(res.queue) == [second]
+    rel = res.release(first)
+    assert rel.triggered and not second.triggered  # granted when the release is processed
+    env.step()  # first's own event
+    assert not second.triggered
+    env.step()  # the release: a trigger point
+    assert second.triggered and res.users == [second] and list(res.queue) == []
+
+
+def test_release_returns_a_yieldable_event(make):
+    env = simpy.Environment()
+    res = make(env, 1)
+    log = []
+
+    def user():
+        req = res.request()
+        got = yield req
+        rel = res.release(req)
+        done = yield rel
+        log.append((env.now, got, done, rel.request is req, rel.triggered, res.count))
+
+    env.process(user())
+    env.run()
+    assert log == [(0, None, None, True, True, 0)]
+
+
+def test_release_event_types():
+    env = simpy.Environment()
+    res = DepthResource(env, capacity=1)
+    req = res.request()
+    assert isinstance(req, DepthRequest) and isinstance(req, simpy.Event)
+    rel = res.release(req)
+    assert isinstance(rel, DepthRelease) and rel.resource is res and rel.proc is None
+    assert res.get_queue == [] and res.put_queue == [] and res.queue == []
+
+
+def test_second_release_is_a_no_op(make):
+    # Issue 11: the second release of a request freed the unit another process
+    # held by then, and a capacity-1 resource served two processes at once.
+    env = simpy.Environment()
+    res = make(env, 1)
+    log = []
+
+    def a():
+        req = res.request()
+        yield req
+        yield env.timeout(1)
+        yield res.release(req)
+        yield env.timeout(1)  # b holds the unit now
+        yield res.release(req)  # again: nothing happens
+        log.append((env.now, "a released twice", res.count, len(res.queue)))
+
+    def b():
+        with res.request() as req:
+            yield req
+            log.append((env.now, "b got"))
+            yield env.timeout(5)
+        log.append((env.now, "b done"))
+
+    def c():
+        yield env.timeout(2)
+        with res.request() as req:
+            yield req
+            log.append((env.now, "c got", res.count))
+
+    env.process(a())
+    env.process(b())
+    env.process(c())
+    env.run()
+    assert log == [(1, "b got"), (2, "a released twice", 1, 1), (6, "b done"), (6, "c got", 1)]
+
+
+def test_second_release_leaves_the_allocator_alone(allocator_cls):
+    env = simpy.Environment()
+    res = DepthResource(env, allocator_cls([(0, 1)], 1))
+    a = res.request()
+    b = res.request()
+    res.release(a)
+    env.run()
+    assert b.triggered and res.users == [b]
+    res.release(a)
+    res.release(a)
+    assert res.users == [b] and res.allocator.holder(b.tcb) >= 0
+    res.allocator.check()
+    res.release(b)
+    env.run()
+    assert_clean(res)
+
+
+def test_release_of_a_waiting_or_foreign_request_is_a_no_op(make):
+    env = simpy.Environment()
+    res, other = make(env, 1), make(env, 1)
+    held, waiting = res.request(), res.request()
+    foreign = other.request()
+    res.release(waiting)  # SimPy: not a user, nothing happens (it still waits)
+    res.release(foreign)
+    env.run()
+    assert list(res.users) == [held] and list(res.queue) == [waiting] and list(other.users) == [foreign]
+    res.release(held)
+    env.run()
+    assert waiting.triggered and list(res.users) == [waiting]
+
+
+def test_release_by_tcb_needs_a_user(allocator_cls):
+    env = simpy.Environment()
+    res = DepthResource(env, allocator_cls([(0, 1)], 2), name="R")
+    req = res.request(0)
+    before = res.allocator.stats()
+    with pytest.raises(pyresv.AllocatorError, match="TCB 1 is not held by a user of R"):
+        res.release(1)
+    assert res.allocator.stats() == before
+    res.release(req.tcb)
+    assert res.users == [] and req.tcb is None
+    assert_clean(res)
+
+
+def test_immediate_requests_do_not_enter_the_queue(make):
+    env = simpy.Environment()
+    res = make(env, 1)
+    first = res.request()
+    assert first.triggered and len(res.users) == 1 and len(res.queue) == 0
+    second = res.request()
+    assert not second.triggered and len(res.users) == 1 and len(res.queue) == 1
+
+
+def test_users_queue_count_over_time(make):
+    env = simpy.Environment()
+    res = make(env, 1)
+
+    def user():
+        with res.request() as req:
+            yield req
+            yield env.timeout(1)
+
+    procs = [env.process(user()) for _ in range(3)]
+    seen = []
+    for until in (1, 2, 3):
+        env.run(until=until)
+        seen.append(([r.proc for r in res.users], [r.proc for r in res.queue], res.count))
+    assert seen == [([procs[0]], procs[1:], 1), ([procs[1]], procs[2:], 1), ([procs[2]], [], 1)]
+    assert res.capacity == 1
+
+
+def test_leaving_the_with_block_cancels_a_waiting_request(make):
+    env = simpy.Environment()
+    res = make(env, 1)
+    log = []
+
+    def holder():
+        with res.request() as req:
             yield req
             yield env.timeout(5)
-        log.append((env.now, "holder done"))
+
+    def impatient():
+        with res.request() as req:
+            got = yield req | env.timeout(1)
+            log.append((env.now, req in got, len(res.queue)))
+        log.append((env.now, "left", len(res.queue)))
+
+    def later():
+        yield env.timeout(2)
+        with res.request() as req:
+            yield req
+            log.append((env.now, "later got"))
+
+    env.process(holder())
+    env.process(impatient())
+    env.process(later())
+    env.run()
+    assert log == [(1, False, 1), (1, "left", 0), (5, "later got")]
+
+
+def test_interrupt_while_waiting_in_a_with_block_cancels(make):
+    env = simpy.Environment()
+    res = make(env, 1)
+    log = []
+
+    def holder():
+        with res.request() as req:
+            yield req
+            yield env.timeout(5)
+        log.append((env.now, "holder done", len(res.queue)))
 
     def waiter():
         try:
-            with res.request(1) as req:
+            with res.request() as req:
                 yield req
                 log.append((env.now, "waiter got"))
         except simpy.Interrupt as exc:
-            log.append((env.now, "interrupted", exc.cause, res.allocator.pending()))
+            log.append((env.now, "interrupted", exc.cause, len(res.queue)))
 
     def boss(victim):
         yield env.timeout(1)
         victim.interrupt("enough")
 
     env.process(holder())
-    w = env.process(waiter())
-    env.process(boss(w))
+    env.process(boss(env.process(waiter())))
     env.run()
-    assert log == [(1, "interrupted", "enough", 0), (5, "holder done")]
-    assert_clean(res)
+    assert log == [(1, "interrupted", "enough", 0), (5, "holder done", 0)]
 
 
-def test_interrupt_after_grant_releases(allocator_cls):
-    # The holder releases at t=1 and the waiter's request is triggered; an
-    # interrupt reaches the waiter at t=1 before it resumes: leaving the block
-    # must release the TCB it was granted.
+def test_interrupt_outside_a_with_block_keeps_the_request(make):
+    # SimPy's test_resource_continue_after_interrupt: the request still waits.
     env = simpy.Environment()
-    res = DepthResource(env, allocator_cls([(0, 1)], 1))
+    res = make(env, 1)
+    log = []
+
+    def holder():
+        with res.request() as req:
+            yield req
+            yield env.timeout(1)
+
+    def victim():
+        req = res.request()
+        try:
+            yield req
+        except simpy.Interrupt:
+            log.append((env.now, "interrupted", len(res.queue)))
+            yield req
+            log.append((env.now, "got it anyway"))
+            res.release(req)
+
+    env.process(holder())
+    v = env.process(victim())
+    env.process((lambda: (v.interrupt(), (yield env.timeout(0))))())  # noqa: PLC3002
+    env.run()
+    assert log == [(0, "interrupted", 1), (1, "got it anyway")]
+
+
+def test_interrupt_after_grant_releases_on_leaving(make):
+    # The holder's release is processed at t=1 and grants the waiter; the boss,
+    # resumed when the holder ends (after that), interrupts the waiter before
+    # its request event is processed: leaving the block releases the unit.
+    env = simpy.Environment()
+    res = make(env, 1)
     seen = []
 
     def holder():
-        with res.request(0) as req:
+        with res.request() as req:
             yield req
             yield env.timeout(1)
 
     def waiter():
         try:
-            with res.request(1) as req:
+            with res.request() as req:
                 yield req
                 seen.append("got")
         except simpy.Interrupt:
             seen.append(("interrupted", req.triggered, res.count))
+        seen.append(("left", res.count))
 
-    def boss(victim):
-        yield env.timeout(0.5)
-        yield env.timeout(0.5)  # created after the holder's timeout: fires after it at t=1
+    def boss(victim, holding):
+        yield holding
         victim.interrupt()
 
-    env.process(holder())
-    w = env.process(waiter())
-    env.process(boss(w))
+    h = env.process(holder())
+    env.process(boss(env.process(waiter()), h))
     env.run()
-    # granted before the interrupt reached it, and released when the block exited
-    assert seen == [("interrupted", True, 0)]
-    assert_clean(res)
+    assert seen == [("interrupted", True, 0), ("left", 0)]  # granted, and released on leaving
 
 
-def test_cancel_is_exact_with_sibling_requests_of_one_pid(allocator_cls):
-    # pid 7 has two requests pending; allocator.cancel(7) drops both, so the
-    # adapter issues the survivor again: it stays pending and is served later,
-    # behind pid 8's request that arrived in between.
+def test_exception_in_the_block_releases(make):
+    env = simpy.Environment()
+    res = make(env, 1)
+    log = []
+
+    def user(name, fail):
+        try:
+            with res.request() as req:
+                yield req
+                yield env.timeout(1)
+                log.append((env.now, name))
+                if fail:
+                    raise KeyError(name)
+        except KeyError:
+            log.append((env.now, "caught", name))
+
+    env.process(user("a", True))
+    env.process(user("b", False))
+    env.run()
+    assert log == [(1, "a"), (1, "caught", "a"), (2, "b")]
+
+
+def test_cancel_twice_is_harmless():
+    env = simpy.Environment()
+    res = DepthResource(env, capacity=1)
+    held, waiting = res.request(), res.request()
+    waiting.cancel()
+    waiting.cancel()
+    assert res.queue == [] and res.users == [held]
+    res.release(held)
+    env.run()
+    assert not waiting.triggered and res.count == 0
+
+
+# -------------------------------------------------------- per-request cancel
+def test_cancelling_one_request_keeps_the_others_place(allocator_cls):
+    # pid 7 has two requests, a then b; pid 8's c arrived after both. Cancelling
+    # a leaves b where it was: ahead of c (the allocator cancels just a).
     env = simpy.Environment()
     res = DepthResource(env, allocator_cls([(0, 1)], 1))
     held = res.request(0)
-    a = res.request(7)
-    c = res.request(8)
-    b = res.request(7)
-    assert res.allocator.pending() == 3 and res.allocator.pending(7) == 2
+    a, b, c = res.request(7), res.request(7), res.request(8)
     a.cancel()
     assert res.allocator.pending() == 2 and res.allocator.pending(7) == 1
-    assert res.queue == [c, b]
+    assert res.queue == [b, c]
     res.allocator.check()
-    res.release(held.value)
-    assert c.triggered and not b.triggered and not a.triggered
-    res.release(c.value)
-    assert b.triggered and b.value == 0
-    res.release(b.value)
+    res.release(held)
+    env.run()
+    assert b.triggered and not c.triggered and not a.triggered
+    res.release(b)
+    env.run()
+    assert c.triggered
+    res.release(c)
+    env.run()
     assert_clean(res)
 
 
 @pytest.mark.parametrize("wake", ["deepest", "fifo"])
-def test_grant_finds_the_right_request_of_a_pid_pending_at_two_levels(allocator_cls, wake):
-    # An unreserved TCB goes by the wake policy (FIG 6B block 620): the adapter
-    # must trigger the request the allocator served, not just any of the pid's.
+def test_grant_reaches_the_request_the_allocator_served(allocator_cls, wake):
+    # One pid waits at two levels; a freed unreserved TCB goes by the wake
+    # policy (FIG 6B block 620), and the adapter triggers that request.
     env = simpy.Environment()
     res = DepthResource(env, allocator_cls([(0, 1), (0, 1)], 1, wake=wake))
     held = res.request(0)
     shallow = res.request(5, depth=1)
     deep = res.request(5, depth=2)
-    res.release(held.value)
+    res.release(held)
+    env.run()
     winner, loser = (deep, shallow) if wake == "deepest" else (shallow, deep)
     assert winner.triggered and not loser.triggered
     loser.cancel()
-    res.release(winner.value)
+    res.release(winner)
+    env.run()
     assert_clean(res)
 
 
-def test_explicit_release_inside_block_is_not_repeated(allocator_cls):
+def test_cancelling_a_granted_but_unserved_request_passes_the_unit_on(allocator_cls):
+    # b is granted at release but served only when the release is processed;
+    # cancelled before that, its unit goes to c at that trigger point.
     env = simpy.Environment()
     res = DepthResource(env, allocator_cls([(0, 1)], 1))
+    a, b, c = res.request(0), res.request(1), res.request(2)
+    res.release(a)
+    b.cancel()
+    assert res.queue == [c] and not c.triggered
+    env.run()
+    assert c.triggered and not b.triggered and res.users == [c]
+    res.release(c)
+    env.run()
+    assert_clean(res)
 
-    def user():
-        with res.request(0) as req:
-            tcb = yield req
-            res.release(tcb)
-            yield env.timeout(1)
 
-    env.process(user())
+def test_release_wakes_a_whole_pool_in_grant_order(allocator_cls):
+    # One release hands a wholly free pool to a seeker, which serves several
+    # of its requests at once (FIG 6A 606-610); they trigger in grant order.
+    env = simpy.Environment()
+    res = DepthResource(env, allocator_cls([(1, 3)], 0))
+    first = res.request(0)
+    reqs = [res.request(1) for _ in range(3)]
+    res.release(first)
+    env.run()
+    assert [r.tcb for r in reqs] == [0, 1, 2] and res.users == reqs
+    for r in reqs:
+        res.release(r)
     env.run()
     assert_clean(res)
 
@@ -259,19 +606,30 @@ def test_bad_requests_leave_state_unchanged(allocator_cls):
         res.request(0, depth=2)
     with pytest.raises(ValueError, match="depth"):
         res.request(0, depth=1, remote=True)  # level 2 of a 1-level allocator
-    with pytest.raises(ValueError, match="inside a SimPy process"):
-        res.request()
     assert res.allocator.stats() == before and res.users == [keep] and res.queue == []
-    with pytest.raises(pyresv.AllocatorError, match="1"):
-        res.release(1)  # free
-    assert res.allocator.stats() == before
-    res.release(keep.value)
+    res.release(keep)
+    env.run()
     assert_clean(res)
 
 
-def test_implicit_nesting_too_deep_names_the_level(allocator_cls):
+def test_priority_bad_requests_leave_state_unchanged():
     env = simpy.Environment()
-    res = DepthResource(env, allocator_cls([(1, 1)], 0), name="R")
+    res = DepthPriorityResource(env, capacity=2, levels=2)
+    keep = res.request(priority=1)
+    before = res.allocator.stats()
+    for kwargs, match in [
+        ({"pid": -1}, "pid -1 out of range"),
+        ({"pid": 0, "depth": 3}, "depth 3 out of range"),
+        ({"pid": 0, "depth": 2, "remote": True}, "needs level 3"),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            res.request(**kwargs)
+    assert res.allocator.stats() == before and res.users == [keep] and res.queue == []
+
+
+def test_implicit_nesting_too_deep_raises_on_an_allocator_of_your_own(allocator_cls):
+    env = simpy.Environment()
+    res = DepthResource(env, allocator_cls([(1, 1)], 1), name="R")
     errors = []
 
     def user():
@@ -288,6 +646,24 @@ def test_implicit_nesting_too_deep_names_the_level(allocator_cls):
     assert_clean(res)
 
 
+def test_nesting_deeper_than_levels_is_served_at_the_deepest_level():
+    env = simpy.Environment()
+    res = DepthResource(env, capacity=3, levels=2)
+    levels = []
+
+    def nest(k):
+        with res.request() as req:
+            yield req
+            levels.append(req.level)
+            if k:
+                yield env.process(nest(k - 1))
+
+    env.process(nest(2))
+    env.run()
+    assert levels == [1, 2, 2]
+    assert_clean(res)
+
+
 # ----------------------------------------------------- implicit pid/level
 def test_implicit_levels_follow_nesting(allocator_cls):
     env = simpy.Environment()
@@ -297,15 +673,15 @@ def test_implicit_levels_follow_nesting(allocator_cls):
 
     def leaf(res, tag):
         with res.request() as req:
-            tcb = yield req
-            log.append((tag, res.name, req.pid, req.level, res.allocator.level_of(tcb)))
+            yield req
+            log.append((tag, res.name, req.pid, req.level, res.allocator.level_of(req.tcb)))
             yield env.timeout(1)
 
     def root(tag):
         with a.request() as req:
             yield req
             log.append((tag, "A", req.pid, req.level, 1))
-            # nested through a sub-process, then in the same process (yield from)
+            # nested through a sub-process, then in the same process
             yield env.process(leaf(b, tag + ".sub"))
             with b.request() as inner:
                 yield inner
@@ -325,7 +701,8 @@ def test_implicit_levels_follow_nesting(allocator_cls):
         ("r.y", "B", 0, 3, 3),
         ("r.after", "B", 0, 1, 1),
     ]
-    assert_clean(a) and assert_clean(b)
+    assert_clean(a)
+    assert_clean(b)
 
 
 def test_implicit_pids_are_per_tree_and_recycled(allocator_cls):
@@ -343,56 +720,330 @@ def test_implicit_pids_are_per_tree_and_recycled(allocator_cls):
     for start in [0, 0, 2, 2, 2, 5]:
         env.process(tree(start))
     env.run()
-    # two trees at t=0 (pids 0, 1), both finished by t=2: their pids are reused,
-    # last freed first (pid 2 ended last at t=3)
     assert sorted(pids) == [(0, 0), (0, 1), (2, 0), (2, 1), (2, 2), (5, 2)]
     assert_clean(res)
 
 
-def test_implicit_pid_is_kept_while_its_tree_lives(allocator_cls):
-    # The request path reads a registered process's pid without checking that
-    # its tree was recycled: a tree keeps its pid while any process of it lives,
-    # however many other trees come and go (and have their pids recycled).
+def test_requests_outside_a_process_have_their_own_owner():
     env = simpy.Environment()
-    res = DepthResource(env, allocator_cls([(2, 1)] * 2, 0))
-    seen = []
-
-    def use(tag, hold):
-        with res.request() as req:
-            yield req
-            seen.append((tag, req.pid, req.level))
-            yield env.timeout(hold)
-
-    def root():
-        for k in range(3):
-            with res.request() as req:
-                yield req
-                seen.append(("root", req.pid, req.level))
-                yield env.process(use(f"child{k}", 1))  # joins the root's tree
-            env.process(use(f"other{k}", 0))  # a tree of its own, recycled at once
-            yield env.timeout(1)
-
-    env.process(root())
+    res = DepthResource(env, capacity=4, levels=2)
+    a, b = res.request(), res.request()
+    assert a.pid != b.pid and a.level == b.level == 1
+    res.release(a)
+    res.release(b)
     env.run()
-    assert seen == [
-        ("root", 0, 1), ("child0", 0, 2), ("other0", 1, 1),
-        ("root", 0, 1), ("child1", 0, 2), ("other1", 1, 1),
-        ("root", 0, 1), ("child2", 0, 2), ("other2", 1, 1),
-    ]  # fmt: skip
+    c = res.request()
+    assert c.pid in (a.pid, b.pid)  # recycled once released
+    res.release(c)
+    env.run()
     assert_clean(res)
 
 
-# --------------------------------------------------------------- monitor
+def test_interrupted_nested_request_leaves_nothing_behind(allocator_cls):
+    env = simpy.Environment()
+    res = DepthResource(env, allocator_cls([(1, 1), (1, 1)], 0))
+    log = []
+
+    def child():
+        try:
+            with res.request() as req:
+                yield req
+                log.append("child got")
+        except simpy.Interrupt:
+            log.append((env.now, "child interrupted", res.allocator.pending()))
+
+    def parent():
+        with res.request() as req:
+            yield req
+            c = env.process(child())
+            yield env.timeout(1)  # the child's level-2 request waits on the blocker
+            c.interrupt()
+            yield c
+        log.append((env.now, "parent done", req.pid))
+
+    def blocker():  # another tree holds the only level-2 pool for a while
+        with res.request(7, depth=2) as req:
+            yield req
+            yield env.timeout(5)
+
+    def later():
+        yield env.timeout(10)
+        with res.request() as req:
+            yield req
+            log.append((env.now, "later", req.pid))
+
+    env.process(blocker())
+    env.process(parent())
+    env.process(later())
+    env.run()
+    assert log == [(1, "child interrupted", 0), (1, "parent done", 0), (10, "later", 0)]
+    assert_clean(res)
+
+
+# ----------------------------------------------------------------- levels=D
+@pytest.mark.parametrize("cls", [DepthResource, DepthPriorityResource, DepthPreemptiveResource])
+@pytest.mark.parametrize(("capacity", "levels"), [(6, 3), (4, 1), (5, 5), (3, 2)])
+def test_top_level_concurrency_is_exactly_n_minus_d_plus_1(cls, capacity, levels):
+    env = simpy.Environment()
+    res = cls(env, capacity=capacity, levels=levels)
+    running = []
+    peak = [0]
+
+    def top():
+        with res.request() as req:
+            yield req
+            running.append(1)
+            peak[0] = max(peak[0], len(running))
+            yield env.timeout(1)
+            running.pop()
+
+    for _ in range(3 * capacity):
+        env.process(top())
+    env.run()
+    assert peak[0] == capacity - levels + 1
+    assert env.now == -(-3 * capacity // (capacity - levels + 1))  # ceil: never fewer at once either
+
+
+def _tree_strategy(depth: int) -> st.SearchStrategy[Any]:
+    """A nested call tree: (resource index, hold, [children]) with at most ``depth`` levels."""
+    leaf = st.tuples(st.integers(0, 1), st.integers(0, 2), st.just([]))
+    if depth == 1:
+        return leaf
+    return st.tuples(st.integers(0, 1), st.integers(0, 2), st.lists(_tree_strategy(depth - 1), max_size=3))
+
+
+def _run_trees(kind: str, cls: Any, capacity: int, levels: int, trees: list[Any], starts: list[int]):
+    env = simpy.Environment()
+    extra = {"levels": levels} if cls in DEPTH.values() else {}
+    res = [cls(env, capacity=capacity, **extra) for _ in range(2)]
+    done = []
+    ask = {} if kind == "resource" else {"priority": 0, "preempt": False}
+
+    def call(node, tag):
+        r, hold, children = node
+        with res[r].request(**ask) as req:
+            yield req
+            yield env.timeout(hold)
+            if children:  # waits on all its sub-calls while holding its unit
+                yield env.all_of([env.process(call(c, f"{tag}.{i}")) for i, c in enumerate(children)])
+        done.append(tag)
+
+    def root(node, start, tag):
+        yield env.timeout(start)
+        yield env.process(call(node, tag))
+
+    for i, (node, start) in enumerate(zip(trees, starts)):
+        env.process(root(node, start, str(i)))
+    env.run()
+    return env, res, done
+
+
+def _count_nodes(node: Any) -> int:
+    return 1 + sum(_count_nodes(c) for c in node[2])
+
+
+@pytest.mark.parametrize("kind", ["resource", "priority"])
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_random_nested_trees_up_to_levels_deep_always_complete(kind, data):
+    levels = data.draw(st.integers(1, 3), label="levels")
+    capacity = data.draw(st.integers(levels, levels + 2), label="capacity")
+    trees = data.draw(st.lists(_tree_strategy(levels), min_size=1, max_size=8), label="trees")
+    starts = data.draw(st.lists(st.integers(0, 2), min_size=len(trees), max_size=len(trees)), label="starts")
+    cls = DepthResource if kind == "resource" else DepthPriorityResource
+    env, res, done = _run_trees(kind, cls, capacity, levels, trees, starts)
+    assert len(done) == sum(_count_nodes(t) for t in trees), find_deadlock(env, res)
+    for r in res:
+        assert_clean(r)
+
+
+def test_simpy_deadlocks_on_a_tree_that_depth_resource_completes():
+    # Two trees, each holding a unit of one resource while its sub-call waits
+    # for the other: with two units each, SimPy's classes stop; levels=2 completes.
+    trees = [(0, 1, [(1, 1, [])]), (1, 1, [(0, 1, [])]), (0, 1, [(1, 1, [])]), (1, 1, [(0, 1, [])])]
+    for kind in ("resource", "priority"):
+        env, res, done = _run_trees(kind, SIMPY[kind], 2, 2, trees, [0, 0, 0, 0])
+        assert done == [] and find_deadlock(env, res) != []
+        env, res, done = _run_trees(kind, DEPTH[kind], 2, 2, trees, [0, 0, 0, 0])
+        assert sorted(done) == ["0", "0.0", "1", "1.0", "2", "2.0", "3", "3.0"]
+
+
+# --------------------------------------------------- priority and preemption
+def test_priority_trace(make):
+    env = simpy.Environment()
+    res = make(env, 1, "priority")
+    log = []
+
+    def user(name, delay, prio):
+        yield env.timeout(delay)
+        with res.request(priority=prio) as req:
+            yield req
+            log.append((env.now, name))
+            yield env.timeout(5)
+
+    env.process(user("p0", 0, 2))
+    env.process(user("p1", 2, 3))
+    env.process(user("p2", 2, 3))  # same priority: arrival order
+    env.process(user("p3", 4, 1))
+    env.run()
+    assert log == [(0, "p0"), (5, "p3"), (10, "p1"), (15, "p2")]
+
+
+def test_priority_queue_maxlen(make):
+    env = simpy.Environment()
+    res = make(env, 1, "priority")
+    res.put_queue.maxlen = 1
+    res.request(priority=1)  # served at once: never in the queue
+    waiting = res.request(priority=1)
+    with pytest.raises(RuntimeError, match="Cannot append event. Queue is full."):
+        res.request(priority=0)
+    assert list(res.queue) == [waiting] and res.put_queue is res.queue
+
+
+def test_priority_request_attributes():
+    env = simpy.Environment()
+    res = DepthPriorityResource(env, capacity=1)
+    env.run(until=3)
+    req = res.request(priority=4, preempt=False)
+    assert isinstance(req, DepthPriorityRequest)
+    assert (req.priority, req.preempt, req.time, req.key, req.usage_since) == (4, False, 3, (4, 3, True), 3)
+
+
+def test_mixed_preemption_trace(make):
+    # SimPy's test_mixed_preemption, as a whole trace with the Preempted cause.
+    env = simpy.Environment()
+    res = make(env, 1, "preemptive")
+    log = []
+
+    def p(i, delay, prio, preempt):
+        yield env.timeout(delay)
+        with res.request(priority=prio, preempt=preempt) as req:
+            try:
+                yield req
+                yield env.timeout(2)
+                log.append((env.now, i))
+            except simpy.Interrupt as ir:
+                cause = ir.cause
+                assert isinstance(cause, Preempted)
+                log.append((env.now, i, cause.by, cause.usage_since, cause.resource is res))
+
+    env.process(p(0, 0, 2, True))
+    env.process(p(1, 0, 2, True))
+    env.process(p(2, 1, 1, False))
+    p3 = env.process(p(3, 3, 0, True))
+    env.process(p(4, 4, 3, True))
+    env.run()
+    assert log == [(2, 0), (3, 2, p3, 2, True), (5, 3), (7, 1), (9, 4)]
+
+
+def test_only_the_head_may_preempt_on_a_flat_resource(make):
+    # SimPy looks at the head of the queue only: a waiting non-preempting head
+    # keeps a preempting request behind it from preempting.
+    env = simpy.Environment()
+    res = make(env, 1, "preemptive")
+    log = []
+
+    def p(name, delay, prio, preempt):
+        yield env.timeout(delay)
+        try:
+            with res.request(priority=prio, preempt=preempt) as req:
+                yield req
+                log.append((env.now, name, "got"))
+                yield env.timeout(3)
+        except simpy.Interrupt:
+            log.append((env.now, name, "preempted"))
+
+    env.process(p("low", 0, 5, True))
+    env.process(p("head", 1, 0, False))
+    env.process(p("behind", 2, 1, True))
+    env.run()
+    assert log == [(0, "low", "got"), (3, "head", "got"), (6, "behind", "got")]
+
+
+def test_a_preemptor_takes_only_a_unit_it_could_have_been_granted():
+    # capacity 3, levels 2: two unreserved units, one held back for level 2.
+    # B.c, a nested low-priority call, holds the held-back unit. T, an urgent
+    # top-level request, may not take it (it could never have been granted
+    # it): it waits. A.c, an urgent nested call, may: B.c is preempted.
+    env = simpy.Environment()
+    res = DepthPreemptiveResource(env, capacity=3, levels=2)
+    log = []
+
+    def top(name, prio, call_at, call_prio, hold_after):
+        with res.request(priority=prio) as req:
+            yield req
+            log.append((env.now, name, "got", req.level))
+            if call_at is not None:
+                yield env.timeout(call_at)
+                yield env.process(call(name + ".c", call_prio))
+            yield env.timeout(hold_after)
+
+    def call(name, prio):
+        try:
+            with res.request(priority=prio) as req:
+                yield req
+                log.append((env.now, name, "got", req.level))
+                yield env.timeout(1 if name == "A.c" else 10)
+        except simpy.Interrupt as ir:
+            log.append((env.now, name, "preempted by", ir.cause.by.name, ir.cause.usage_since))
+
+    def urgent():
+        yield env.timeout(1)
+        with res.request(priority=1) as req:
+            yield req
+            log.append((env.now, "T", "got", req.level))
+
+    env.process(top("A", 0, 2, 1, 0))
+    env.process(top("B", 0, 0, 5, 5))
+    env.process(urgent())
+    env.run()
+    assert log == [
+        (0, "A", "got", 1),
+        (0, "B", "got", 1),
+        (0, "B.c", "got", 2),
+        (2, "B.c", "preempted by", "call", 0),  # by A.c at 2, not by T at 1
+        (2, "A.c", "got", 2),
+        (3, "T", "got", 1),  # when A released its unreserved unit
+    ]
+    assert_clean(res)
+
+
+def test_simpy_lets_the_same_top_level_request_preempt_a_nested_call():
+    # The contrast: with no unit held back, T preempts B.c at once.
+    env = simpy.Environment()
+    res = simpy.PreemptiveResource(env, capacity=3)
+    log = []
+
+    def holder(name, prio):
+        try:
+            with res.request(priority=prio) as req:
+                yield req
+                yield env.timeout(10)
+        except simpy.Interrupt:
+            log.append((env.now, name, "preempted"))
+
+    def urgent():
+        yield env.timeout(1)
+        with res.request(priority=1) as req:
+            yield req
+            log.append((env.now, "T", "got"))
+
+    for name, prio in [("A", 0), ("B", 0), ("B.c", 5)]:
+        env.process(holder(name, prio))
+    env.process(urgent())
+    env.run()
+    assert log[:2] == [(1, "B.c", "preempted"), (1, "T", "got")]
+
+
+# ----------------------------------------------------------------- monitor
 def test_monitor_matches_allocator_stats(allocator_cls):
     env = simpy.Environment()
     res = DepthResource(env, allocator_cls([(1, 1), (1, 1)], 1), monitor=True)
     mismatches = []
 
     def snapshot():
-        st = res.allocator.stats()
-        held = (st["unreserved_held"], *st["held"])
-        queued = (0, *st["pending"])
-        return held, queued
+        st_ = res.allocator.stats()
+        return (st_["unreserved_held"], *st_["held"]), (0, *st_["pending"])
 
     def user(pid, depth, start, hold):
         yield env.timeout(start)
@@ -515,60 +1166,18 @@ def test_find_deadlock_reports_a_process_waiting_on_itself(allocator_cls):
     ]
 
 
-def test_interrupted_nested_request_leaves_nothing_behind(allocator_cls):
-    # Implicit mode: a sub-process waiting at level 2 is interrupted; its tree
-    # drops the request, the parent carries on, and the tree's pid is reused.
+@pytest.mark.parametrize("kind", ["resource", "priority", "preemptive"])
+def test_find_deadlock_on_simpys_classes_and_none_on_ours(kind):
     env = simpy.Environment()
-    res = DepthResource(env, allocator_cls([(1, 1), (1, 1)], 0))
-    log = []
-
-    def child():
-        try:
-            with res.request() as req:
-                yield req
-                log.append("child got")
-        except simpy.Interrupt:
-            log.append((env.now, "child interrupted", res.allocator.pending()))
-
-    def parent():
-        with res.request() as req:
-            yield req
-            c = env.process(child())
-            yield env.timeout(1)  # the child's level-2 request waits on the blocker
-            c.interrupt()
-            yield c
-        log.append((env.now, "parent done", req.pid))
-
-    def blocker():  # another tree holds the only level-2 pool for a while
-        with res.request(7, depth=2) as req:
-            yield req
-            yield env.timeout(5)
-
-    def later():
-        yield env.timeout(10)
-        with res.request() as req:
-            yield req
-            log.append((env.now, "later", req.pid))
-
-    env.process(blocker())
-    env.process(parent())
-    env.process(later())
+    a, b = SIMPY[kind](env, capacity=1), SIMPY[kind](env, capacity=1)
+    a.name, b.name = "A", "B"
+    _nested_model(env, a, b, 1)
     env.run()
-    assert log == [(1, "child interrupted", 0), (1, "parent done", 0), (10, "later", 0)]
-    assert_clean(res)
-
-
-def test_release_accepts_the_request_like_simpy(allocator_cls):
+    assert len(find_deadlock(env, [a, b])) == 4
     env = simpy.Environment()
-    res = DepthResource(env, allocator_cls([(0, 1)], 1), name="R")
-    other = DepthResource(env, allocator_cls([(0, 1)], 1), name="S")
-    served = res.request(0)
-    waiting = res.request(1)
-    with pytest.raises(ValueError, match="not of S"):
-        other.release(served)
-    res.release(waiting)  # still waiting: cancelled
-    assert res.allocator.pending() == 0 and not waiting.triggered
-    res.release(served)
-    with pytest.raises(pyresv.AllocatorError):
-        res.release(served)  # released twice
-    assert_clean(res)
+    a, b = DEPTH[kind](env, capacity=2, levels=2, name="A"), DEPTH[kind](env, capacity=2, levels=2, name="B")
+    _nested_model(env, a, b, 3)
+    env.run()
+    assert find_deadlock(env, [a, b]) == []
+    assert_clean(a)
+    assert_clean(b)

@@ -17,33 +17,45 @@ def _run(args: list[str], cwd: Path, timeout: float = 120) -> subprocess.Complet
     return subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout)
 
 
-def test_simpy_model_stops_silently_with_simpy_resource(tmp_path: Path) -> None:
-    run = _run([str(EXAMPLES / "simpy_nested.py"), "--resource", "simpy", "--json"], tmp_path)
-    assert run.returncode == 1, run.stderr
-    result = json.loads(run.stdout)
-    assert result["completed"] < result["requests"] == 100
-    cycle = result["deadlock_cycle"]
-    assert len(cycle) >= 2
-    # the cycle runs through both servers: a worker of each is held by a waiting step
-    assert any("holds A unit" in step for step in cycle) and any("holds B unit" in step for step in cycle)
-    assert any("waits for A," in step or "waits for B," in step for step in cycle)
+def _simpy_model(resource: str, tmp_path: Path) -> tuple[int, list[dict]]:
+    run = _run([str(EXAMPLES / "simpy_nested.py"), "--resource", resource, "--json"], tmp_path)
+    return run.returncode, [json.loads(line) for line in run.stdout.splitlines()]
 
 
-def test_simpy_model_completes_with_depth_resource(tmp_path: Path) -> None:
-    run = _run([str(EXAMPLES / "simpy_nested.py"), "--resource", "depth", "--json"], tmp_path)
-    assert run.returncode == 0, run.stderr
-    result = json.loads(run.stdout)
-    assert result["completed"] == result["requests"] == 100
-    assert result["deadlock_cycle"] == []
+def test_simpy_model_stops_silently_with_simpys_resources(tmp_path: Path) -> None:
+    code, results = _simpy_model("simpy", tmp_path)
+    assert code == 1
+    assert [r["kind"] for r in results] == ["resource", "priority", "preemptive"]
+    for result in results:
+        assert result["completed"] < result["requests"] == 100
+        cycle = result["deadlock_cycle"]
+        assert len(cycle) >= 2
+        # the cycle runs through both servers: a worker of each is held by a waiting step
+        assert any("holds A unit" in step for step in cycle) and any("holds B unit" in step for step in cycle)
+        assert any("waits for A," in step or "waits for B," in step for step in cycle)
+
+
+def test_simpy_model_completes_with_depth_resources(tmp_path: Path) -> None:
+    code, results = _simpy_model("depth", tmp_path)
+    assert code == 0
+    assert [r["kind"] for r in results] == ["resource", "priority", "preemptive"]
+    for result in results:
+        assert result["completed"] == result["requests"] == 100
+        assert result["deadlock_cycle"] == []
+    assert results[2]["preempted"] > 0  # top-level requests did preempt nested ones
 
 
 def test_simpy_model_differs_by_one_line() -> None:
-    # The model calls only request() and `with`: the two runs differ in make_server's return line.
+    # The model calls only request() and `with`: the two runs differ in make_server's return lines.
     source = (EXAMPLES / "simpy_nested.py").read_text()
     returns = [line.strip() for line in source.splitlines() if line.strip().startswith("return") and "Resource(env" in line]
     assert returns == [
+        "return simpy.PriorityResource(env, capacity=6)",
+        "return simpy.PreemptiveResource(env, capacity=6)",
         "return simpy.Resource(env, capacity=6)",
-        "return DepthResource(env, DepthPoolAllocator([(2, 1)] * 3))  # 6 workers: 2 per level",
+        "return DepthPriorityResource(env, capacity=6, levels=3)",
+        "return DepthPreemptiveResource(env, capacity=6, levels=3)",
+        "return DepthResource(env, capacity=6, levels=3)",
     ]
 
 

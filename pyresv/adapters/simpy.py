@@ -1,175 +1,115 @@
-"""A SimPy resource backed by a depth-pool allocator: deadlock-free nested resources.
+"""SimPy's resources over a depth-pool allocator: the same models, and nesting without deadlock.
 
 Swap one line of a SimPy model::
 
-    server = simpy.Resource(env, capacity=3)
-    server = DepthResource(env, DepthPoolAllocator([(1, 1)] * 3))
+    server = simpy.Resource(env, capacity=6)
+    server = DepthResource(env, capacity=6, levels=3)
 
-and nested requests (a process that holds one resource and asks for another,
-directly or through a sub-process it waits for) stop deadlocking: each nesting
-level is served from pools reserved for it (patent [0019]-[0022], [0038]).
+With the default ``levels=1`` a :class:`DepthResource` is ``simpy.Resource``
+to the letter: the same trace, users, queue, event values and timing.
+With ``levels=D`` requests nested up to D deep (a process that holds a unit
+and waits for a request on the same or another depth resource, directly or
+through a sub-process it waits for) cannot deadlock: each deeper level has a
+unit held back for it (patent [0019]-[0022], [0038]). The price: top-level
+requests get at most ``N - D + 1`` of the N units at once (see
+:class:`DepthResource`). :class:`DepthPriorityResource` and
+:class:`DepthPreemptiveResource` do the same for ``simpy.PriorityResource``
+and ``simpy.PreemptiveResource``.
 
-Two ways to name a request:
+A request names its pid (task tree) and level implicitly: the calling
+process's tree, one level below what that process (or the chain of processes
+waiting on it) already holds on any depth resource of the environment (see
+:mod:`pyresv.adapters._simpy_tasks`). ``request(pid=..., depth=..., remote=...)``
+names them explicitly, as the allocator does. ``DepthResource(env, allocator)``
+runs over an allocator of your own (any pools, wake policy, levels).
 
-* explicit, as in the allocator: ``res.request(pid, depth=1, remote=False)``;
-* implicit, SimPy style: ``res.request()``. The pid is the task tree of the
-  calling process, and the level is one deeper than the deepest TCB that
-  process (or the chain of processes waiting on it) holds, on any
-  ``DepthResource`` of the same environment. A sub-process joins its parent's
-  tree when the parent is already waiting on it (``yield env.process(...)`` or a
-  condition of it) by the time the sub-process makes its first request; one
-  started earlier and waited on later starts a tree of its own, so pass the pid
-  and depth explicitly there. Do not mix implicit and explicit pids in one
-  environment: implicit pids are numbered from 0.
+How SimPy's timing is kept: a release frees the unit at once, but a waiting
+request is granted at a *trigger point* only, as in SimPy's
+``BaseResource._trigger_put``: when a new request is made, or when a
+``Release`` event is processed. The allocator decides who gets the unit
+(its wake order); the adapter keeps a plain map from the allocator's request
+tickets to the waiting events and triggers them at those points.
 
-Both forms are SimPy events whose value is the TCB id, usable as::
-
-    with res.request() as req:
-        tcb = yield req
-
-Grants are pushed, never polled: each ``release``/``cancel`` takes the
-allocator's grants and triggers the waiting events in grant order. The adapter
-owns the allocator's grant stream, so do not call ``acquire``/``release`` on the
-wrapped allocator directly while the resource is in use.
+This module uses SimPy's internals (``Environment._active_proc``, ``_now``,
+``Event._value``/``_ok``); :data:`TESTED_SIMPY` lists the versions they were
+checked against, and a test fails when another is installed.
 """
 
 from __future__ import annotations
 
-import bisect
 import itertools
-import weakref
+from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Iterator, NamedTuple, cast
+from typing import Any, Iterable, Iterator, NamedTuple, Protocol, cast
 
 import simpy
-from simpy.events import PENDING as _SIMPY_PENDING
+from simpy.events import PENDING as _PENDING
 from simpy.events import Condition, Event, Process
+from simpy.resources.resource import Preempted, SortedQueue
 
-from pyresv.adapters import Allocator, WaitBook
+import pyresv
+from pyresv.adapters._simpy_tasks import Family, Task, family_of
+from pyresv.errors import AllocatorError
 
-__all__ = ["DepthResource", "DepthRequest", "Monitor", "Sample", "WaitFor", "find_deadlock"]
+__all__ = [
+    "DepthPreemptiveResource",
+    "DepthPriorityRequest",
+    "DepthPriorityResource",
+    "DepthRelease",
+    "DepthRequest",
+    "DepthResource",
+    "Monitor",
+    "Preempted",
+    "Sample",
+    "TESTED_SIMPY",
+    "WaitFor",
+    "find_deadlock",
+]
+
+#: SimPy versions whose internals this module was checked against.
+TESTED_SIMPY = ("4.1.1", "4.1.2")
 
 _names = itertools.count()
+_new = object.__new__
 
 
-# --------------------------------------------------------------- task trees
-class _Tree:
-    """A tree of processes that share one pid (implicit requests)."""
+class TicketAllocator(Protocol):
+    """The allocator contract the SimPy resources rely on (DESIGN.md section 1, plus tickets).
 
-    __slots__ = ("pid", "live", "busy")
+    ``last_ticket`` names the most recent request that returned ``PENDING``,
+    ``cancel_request(ticket)`` withdraws just that one, and
+    ``take_grants(tickets=True)`` returns ``(pid, tcb, ticket)`` triples.
+    """
 
-    def __init__(self, pid: int) -> None:
-        self.pid = pid
-        self.live = 0  # registered processes not yet finished
-        self.busy = 0  # implicit requests pending or holding their TCB, on every resource
+    @property
+    def levels(self) -> int: ...
 
+    @property
+    def total(self) -> int: ...
 
-class _Task:
-    """One process's place in its tree: its base level and the levels it holds."""
+    @property
+    def max_processes(self) -> int: ...
 
-    __slots__ = ("tree", "base", "levels")
+    @property
+    def last_ticket(self) -> int: ...
 
-    def __init__(self, tree: _Tree, base: int) -> None:
-        self.tree = tree
-        self.base = base  # level of the chain of processes waiting on this one
-        self.levels: list[int] = []  # levels of the TCBs this process holds, ascending
+    def acquire(self, pid: int, depth: int = 1, remote: bool = False) -> int: ...
 
-    def top(self) -> int:
-        """The deepest level this process is at: where a nested request goes below."""
-        return self.levels[-1] if self.levels else self.base
+    def release(self, tcb: int) -> None: ...
 
-    def hold(self, level: int) -> None:
-        """The process now holds a TCB at ``level`` (``levels`` stays ascending)."""
-        levels = self.levels
-        if levels and level < levels[-1]:
-            bisect.insort(levels, level)
-        else:
-            levels.append(level)
+    def cancel_request(self, ticket: int) -> bool: ...
 
+    def take_grants(self, tickets: bool = False) -> list[Any]: ...
 
-class _Family:
-    """Implicit-request state shared by every DepthResource of one environment."""
+    def level_of(self, tcb: int) -> int: ...
 
-    def __init__(self) -> None:
-        self.tasks: dict[Process, _Task] = {}
-        self._free: list[int] = []
-        self._next = 0
+    def holder(self, tcb: int) -> int: ...
 
-    def register(self, proc: Process) -> _Task:
-        """Give ``proc`` its task: in the tree of the process waiting on it, or a new tree."""
-        parent = self._waiting_parent(proc)
-        if parent is None:
-            task = _Task(_Tree(self.new_pid()), 0)
-        else:
-            task = _Task(parent.tree, parent.top())
-        tree = task.tree
-        if tree.pid < 0:  # a finished tree revived by a late process
-            tree.pid = self.new_pid()
-        tree.live += 1  # so the tree keeps its pid while this process is registered
-        self.tasks[proc] = task
-        proc.callbacks.append(self._on_exit)  # runs when the process ends
-        return task
+    def pending(self, pid: int | None = None) -> int: ...
 
-    def new_pid(self) -> int:
-        """A free pid: the last one recycled, else a fresh one."""
-        if self._free:
-            return self._free.pop()
-        pid = self._next
-        self._next += 1
-        return pid
+    def stats(self) -> dict[str, Any]: ...
 
-    def _waiting_parent(self, proc: Process) -> _Task | None:
-        """The task of the nearest registered process waiting on ``proc``, if any.
-
-        A process waiting on an event is in its callbacks as the bound method
-        ``Process._resume``; a condition (``AllOf``/``AnyOf``) is in them as its
-        ``_check``, and its waiter in the condition's callbacks.
-        """
-        seen: set[int] = set()
-        frontier: list[Event] = [proc]
-        while frontier:
-            nxt: list[Event] = []
-            for ev in frontier:
-                for cb in ev.callbacks or ():
-                    owner = getattr(cb, "__self__", None)
-                    if owner is None or id(owner) in seen:
-                        continue
-                    seen.add(id(owner))
-                    if isinstance(owner, Process):
-                        task = self.tasks.get(owner)
-                        if task is not None:
-                            return task
-                        nxt.append(owner)
-                    elif isinstance(owner, Event):
-                        nxt.append(owner)
-            frontier = nxt
-        return None
-
-    def _on_exit(self, proc: Event) -> None:
-        task = self.tasks.pop(proc, None)  # type: ignore[call-overload]
-        if task is not None:
-            task.tree.live -= 1
-            self.maybe_recycle(task.tree)
-
-    def maybe_recycle(self, tree: _Tree) -> None:
-        """Free the tree's pid once no process of it lives and it holds and waits for nothing.
-
-        A tree whose processes ended while holding a TCB keeps its pid, so the
-        leaked TCB is never taken for a new tree's.
-        """
-        if tree.live == 0 and tree.busy == 0 and tree.pid >= 0:
-            self._free.append(tree.pid)
-            tree.pid = -1
-
-
-_families: weakref.WeakKeyDictionary[simpy.Environment, _Family] = weakref.WeakKeyDictionary()
-
-
-def _family_of(env: simpy.Environment) -> _Family:
-    fam = _families.get(env)
-    if fam is None:
-        fam = _families[env] = _Family()
-    return fam
+    def check(self) -> None: ...
 
 
 # ----------------------------------------------------------------- monitor
@@ -184,8 +124,8 @@ class Sample(NamedTuple):
 class Monitor:
     """Per-level held TCBs and queue lengths of one resource over simulation time.
 
-    A sample is recorded at every state change (request served or queued, grant,
-    release, cancel), so the series are exact step functions of time.
+    A sample is recorded at every state change of the allocator (request
+    served or queued, grant, release, cancel, preemption), so the series are exact step functions of time.
     :attr:`times`, :attr:`held` and :attr:`queued` give them as numpy arrays,
     :meth:`plot` draws them.
     """
@@ -193,11 +133,9 @@ class Monitor:
     def __init__(self, levels: int) -> None:
         self.levels = levels
         self.samples: list[Sample] = []
-        self._held = [0] * (levels + 1)
-        self._queued = [0] * (levels + 1)
 
-    def _record(self, now: float) -> None:
-        self.samples.append(Sample(now, tuple(self._held), tuple(self._queued)))
+    def _record(self, now: float, held: tuple[int, ...], queued: tuple[int, ...]) -> None:
+        self.samples.append(Sample(now, held, queued))
 
     @property
     def times(self) -> Any:
@@ -237,354 +175,726 @@ class Monitor:
         return ax
 
 
-# ----------------------------------------------------------------- request
+# ---------------------------------------------------------------- events
 class DepthRequest(Event):
-    """A request for one TCB of a :class:`DepthResource`; its value is the TCB id.
+    """A request for one unit of a :class:`DepthResource`: SimPy's ``Request``.
 
-    Made by :meth:`DepthResource.request`. As a context manager, leaving the
-    block releases the TCB if it was served, or cancels the request if it is
-    still waiting (an ``Interrupt`` while waiting cancels it).
+    Triggered (value ``None``) once the unit is granted. As a context manager,
+    leaving the ``with`` block cancels the request if it still waits and then
+    releases it (``resource.release(request)``), exactly as SimPy's ``Request``
+    does; an ``Interrupt`` while waiting leaves it waiting unless the block is
+    left. :attr:`tcb` is the allocator's TCB id while the request is a user.
     """
 
-    # Slots: on this interpreter a slot store costs a fraction of a __dict__
-    # store, and a request is built and triggered on every use of the resource.
-    # Event's own attributes are slots here too (``_ok``/``_defused`` are left
-    # unset until used, as SimPy expects).
-    __slots__ = ("env", "callbacks", "_value", "_ok", "_defused", "resource", "proc", "pid", "level", "_task", "_seq")
+    # Slots for what every request stores; the optional attributes below live
+    # in the instance dict (Event has one) with class defaults, so the hot path
+    # stores only what it must.
+    __slots__ = ("env", "callbacks", "_value", "_ok", "_defused", "resource", "proc", "pid", "level")
+
+    #: The simulation time at which the request was granted (SimPy's ``usage_since``).
+    usage_since: float | None = None
+    _tcb = -1  # the TCB while granted (ready or user), else -1
+    _ticket = -1  # the allocator's ticket while pending there, else -1
+    _task: Task | None = None  # the task of an implicit request
+
+    resource: DepthResource
+    proc: Process | None
+    pid: int
+    level: int
 
     def __init__(
-        self,
-        resource: DepthResource,
-        pid: int | None = None,
-        depth: int | None = None,
-        remote: bool = False,
+        self, resource: DepthResource, pid: int | None = None, depth: int | None = None, remote: bool = False
     ) -> None:
-        # Event.__init__ inlined, as SimPy does for its own hot events.
-        env = resource._env
-        self.env = env
-        self.callbacks = []
-        self.resource = resource
-        #: The process that made the request (None outside any process).
-        self.proc = proc = env._active_proc
-        task = None
-        if pid is None:
-            # Implicit: the pid of the calling process's tree, one level below it.
-            # No "proc is not None" test: None is never a key, so a request made
-            # outside any process gets None here and _register rejects it.
-            task = resource._tasks.get(proc)  # type: ignore[arg-type]
-            if task is None:
-                task = _register(resource, proc)
-            tree = task.tree
-            pid = tree.pid  # >= 0: a tree with a registered process keeps its pid
-            if depth is None:
-                held = task.levels  # ascending, so the last is the deepest
-                depth = (held[-1] if held else task.base) + 1
-                remote = False
-                if depth > resource._levels:
-                    raise ValueError(
-                        f"pid {pid}: a request nested at level {depth} on {resource.name}, "
-                        f"which has only {resource._levels} levels"
-                    )
-        elif depth is None:
-            depth = 1
-        self.pid: int = pid
-        #: The level the request is served at (depth + 1 when remote).
-        self.level: int = (level := depth + 1 if remote else depth)
-        tcb = resource._alloc.acquire(pid, depth, remote)  # raises before any state change
-        self._task = task
-        if task is not None:
-            tree.busy += 1
-        if tcb >= 0:
-            self._ok = True
-            self._value = tcb
-            env.schedule(self)
-            resource._held[tcb] = self
-            if task is not None:  # _Task.hold, inlined
-                levels = task.levels
-                if levels and level < levels[-1]:
-                    bisect.insort(levels, level)
-                else:
-                    levels.append(level)
-            if resource.monitor is not None:
-                resource._monitor_served(tcb)
-        else:
-            self._value = _SIMPY_PENDING
-            self._seq = next(resource._arrivals)  # arrival order among queued requests
-            book = resource._book  # WaitBook.add, inlined
-            entries = book.by_pid.get(pid)
-            if entries is None:
-                book.by_pid[pid] = [(level, self)]
-            else:
-                entries.append((level, self))
-            book.count += 1
-            if resource.monitor is not None:
-                resource._monitor_queued(level, 1)
+        resource._start(self, pid, depth, remote)
 
     def _desc(self) -> str:
-        return f"DepthRequest(pid={self.pid}, level={self.level})"
+        return f"{type(self).__name__}(pid={self.pid}, level={self.level})"
 
     @property
     def tcb(self) -> int | None:
-        """The TCB id once served, else ``None``."""
-        value = self._value
-        return None if value is _SIMPY_PENDING else value
+        """The TCB id while the request is one of the resource's users, else ``None``."""
+        tcb = self._tcb
+        return tcb if tcb >= 0 and self._value is not _PENDING else None
 
     def __enter__(self) -> DepthRequest:
         return self
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        value = self._value
-        if value is _SIMPY_PENDING:
+        # SimPy's Request.__exit__: cancel if still waiting, then release,
+        # except on generator cleanup.
+        if self._value is _PENDING:
             self.resource._cancel(self)
-        elif exc_type is not GeneratorExit:  # like SimPy: no release on generator cleanup
-            res = self.resource
-            held = res._held
-            if held.get(value) is self:  # not released inside the block already
-                if res.monitor is not None:
-                    res.release(value)
-                    return
-                # DepthResource.release, inlined: this runs once per use of the resource.
-                alloc = res._alloc
-                alloc.release(value)
-                del held[value]
-                task = self._task
-                if task is not None:  # _task_released, inlined
-                    task.levels.remove(self.level)
-                    tree = task.tree
-                    tree.busy -= 1
-                    if tree.live == 0:
-                        res._family.maybe_recycle(tree)
-                book = res._book
-                if book.count:  # _trigger_grants, inlined
-                    waiting = book.by_pid
-                    schedule = res._env.schedule
-                    for pid, tcb in alloc.take_grants():
-                        entries = waiting[pid]
-                        if len(entries) == 1:
-                            del waiting[pid]
-                            book.count -= 1
-                            req = entries[0][1]
-                        else:
-                            req = book.pop(pid, tcb)[1]
-                        req._ok = True
-                        req._value = tcb
-                        schedule(req)
-                        held[tcb] = req
-                        task = req._task
-                        if task is not None:  # _Task.hold, inlined
-                            levels = task.levels
-                            if levels and req.level < levels[-1]:
-                                bisect.insort(levels, req.level)
-                            else:
-                                levels.append(req.level)
+        if exc_type is not GeneratorExit:
+            self.resource.release(self)
 
     def cancel(self) -> None:
-        """Withdraw the request if it is still waiting; no effect once served."""
-        if self._value is _SIMPY_PENDING:
+        """Withdraw the request if it still waits; no effect once granted or withdrawn."""
+        if self._value is _PENDING:
             self.resource._cancel(self)
 
 
-_new_event = object.__new__
-_start_request = DepthRequest.__init__
+class DepthPriorityRequest(DepthRequest):
+    """A request with SimPy's ``priority`` (lower is more important) and ``preempt`` flag.
+
+    ``key`` orders the queue as SimPy's ``PriorityRequest.key``:
+    ``(priority, time, not preempt)``.
+    """
+
+    __slots__ = ("priority", "preempt", "time", "key")
+
+    priority: int
+    preempt: bool
+    time: float
+    key: tuple[Any, float, bool]
+
+    def __init__(
+        self,
+        resource: DepthPriorityResource,
+        priority: int = 0,
+        preempt: bool = True,
+        *,
+        pid: int | None = None,
+        depth: int | None = None,
+        remote: bool = False,
+    ) -> None:
+        resource._start_priority(self, priority, preempt, pid, depth, remote)
 
 
-def _register(resource: DepthResource, proc: Process | None) -> _Task:
-    if proc is None:
-        raise ValueError("request() without a pid must be made from inside a SimPy process")
-    return resource._family.register(proc)
+class DepthRelease(Event):
+    """The release of a request: SimPy's ``Release``, triggered at once (value ``None``).
+
+    When it is processed, a waiting request may be granted (a trigger point,
+    as in SimPy).
+    """
+
+    __slots__ = ("env", "callbacks", "_value", "_ok", "_defused", "resource", "request", "proc")
+
+    resource: DepthResource
+    request: Any
+    proc: Process | None
+
+    def __enter__(self) -> DepthRelease:
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        return None
+
+    def cancel(self) -> None:
+        """Nothing to cancel: a release is never queued."""
 
 
-# ---------------------------------------------------------------- resource
+# -------------------------------------------------------------- resources
 class DepthResource:
-    """A SimPy resource whose units are the TCBs of a depth-pool allocator.
+    """SimPy's ``Resource`` over a depth-pool allocator: nested requests up to ``levels`` deep never deadlock.
+
+    ``DepthResource(env, capacity=N)`` is ``simpy.Resource(env, N)`` to the
+    letter. ``DepthResource(env, capacity=N, levels=D)`` holds ``D - 1`` of
+    the N units back, one for each level below the top (a pool of one unit
+    per deeper level, the minimum of patent [0021]), and leaves the other
+    ``N - D + 1`` unreserved; a freed unreserved unit goes to the deepest
+    waiting request first. **Top-level requests therefore get at most
+    N - D + 1 units at once**: while a top-level holder may still nest, those
+    D - 1 units must stay out of its reach, and no scheme that lets requests
+    nest D deep on N units without deadlock can give top-level requests more
+    (a Banker's argument). A request nested deeper than D is served at level
+    D, where the guarantee no longer holds (it may wait forever, as in SimPy).
 
     Parameters
     ----------
     env:
         The SimPy environment.
-    allocator:
-        A ``pyresv.DepthPoolAllocator`` or ``pyresv.reference.DepthPoolAllocator``
-        (anything with that contract). ``res.allocator`` is it.
+    capacity:
+        The number of units N (``int``, > 0), or an allocator
+        (``pyresv.DepthPoolAllocator``, ``pyresv.reference.DepthPoolAllocator``)
+        for full control of pools, levels and wake policy; then ``levels``
+        must be left out and ``capacity`` is ``allocator.total``.
+    levels:
+        The nesting depth D to make deadlock-free (1 <= D <= N; default 1).
     name:
         Used in messages and in :func:`find_deadlock` reports.
     monitor:
         Record a :class:`Monitor` sample at every state change (``res.monitor``).
+
+    Raises
+    ------
+    ValueError
+        ``'"capacity" must be > 0.'`` as SimPy; ``capacity < levels``, naming
+        both; a non-int capacity or levels; ``levels`` given with an allocator.
     """
 
     def __init__(
         self,
         env: simpy.Environment,
-        allocator: Allocator,
+        capacity: int | TicketAllocator = 1,
+        levels: int | None = None,
         *,
         name: str | None = None,
         monitor: bool = False,
     ) -> None:
+        alloc: TicketAllocator
+        if hasattr(capacity, "acquire"):
+            if levels is not None:
+                raise ValueError("levels comes from the allocator: leave it out with DepthResource(env, allocator)")
+            alloc = cast(TicketAllocator, capacity)
+            self._capacity = alloc.total
+            # Implicit requests out of the allocator's range raise: the caller chose its levels.
+            self._clamp = False
+        else:
+            n, d = _check_capacity(capacity, 1 if levels is None else levels)
+            # [0021]: one pool of one unit per level below the top; the rest unreserved.
+            alloc = cast(
+                TicketAllocator,
+                pyresv.DepthPoolAllocator([(0, 1)] + [(1, 1)] * (d - 1), n - d + 1, wake="deepest"),
+            )
+            self._capacity = n
+            self._clamp = True  # nesting deeper than D is served at level D, as SimPy would
         self._env = env
-        self._alloc = allocator
-        self._levels = allocator.levels
-        self._book = WaitBook(allocator)
-        self._held: dict[int, DepthRequest] = {}  # tcb -> the request it serves
-        self._arrivals = itertools.count()  # numbers queued requests, for `queue`
-        self._family = _family_of(env)
+        self._alloc = alloc
+        self._levels = alloc.levels
+        self._acquire = alloc.acquire
+        self._take = alloc.take_grants
+        self._held: dict[int, DepthRequest] = {}  # tcb -> the user it serves, in grant order
+        self._waiting: dict[int, DepthRequest] = {}  # ticket -> request pending in the allocator
+        self._ready: deque[DepthRequest] = deque()  # granted, triggered at the next trigger point
+        self._releases = 0  # Release events scheduled and not yet processed
+        # A single level of unreserved units only: every request is alike, so the
+        # pid is 0 and no task tree is kept; one waiter is served per trigger point.
+        st = alloc.stats()
+        self._flat = self._levels == 1 and st["free"][0] + st["held"][0] == 0
+        self._family: Family = family_of(env)
         self._tasks = self._family.tasks
-        self.name = name if name is not None else f"DepthResource#{next(_names)}"
+        self._on_release = self._release_processed  # bound once: a callback of every Release
+        self.name = name if name is not None else f"{type(self).__name__}#{next(_names)}"
         self.monitor: Monitor | None = Monitor(self._levels) if monitor else None
         if self.monitor is not None:
-            self.monitor._record(env.now)
+            self._note()
 
-    # SimPy-like surface --------------------------------------------------
+    # SimPy's surface -----------------------------------------------------
     @property
     def env(self) -> simpy.Environment:
         """The environment the resource lives in."""
         return self._env
 
     @property
-    def allocator(self) -> Allocator:
-        """The wrapped allocator."""
+    def allocator(self) -> TicketAllocator:
+        """The allocator underneath."""
         return self._alloc
 
     @property
     def capacity(self) -> int:
-        """Number of TCBs (``allocator.total``)."""
-        return self._alloc.total
+        """Number of units N."""
+        return self._capacity
+
+    @property
+    def levels(self) -> int:
+        """Nesting depth D that cannot deadlock."""
+        return self._levels
 
     @property
     def count(self) -> int:
-        """Number of TCBs held through this resource."""
+        """Number of users (granted requests not yet released)."""
         return len(self._held)
 
     @property
     def users(self) -> list[DepthRequest]:
-        """The served requests still holding their TCB."""
+        """The granted requests not yet released, in grant order."""
         return list(self._held.values())
 
     @property
     def queue(self) -> list[DepthRequest]:
-        """The pending requests, oldest first."""
-        return sorted((w for _p, _l, w in self._book.entries()), key=lambda r: r._seq)
+        """The waiting requests, in the order they will be served (a snapshot)."""
+        return [*self._ready, *self._waiting.values()]
+
+    @property
+    def put_queue(self) -> list[DepthRequest]:
+        """Alias of :attr:`queue`, as in SimPy."""
+        return self.queue
+
+    @property
+    def get_queue(self) -> list[DepthRelease]:
+        """Always empty: a release never waits (as in SimPy)."""
+        return []
 
     def __repr__(self) -> str:
-        return f"<DepthResource {self.name}: {self.count} held, {len(self._book)} queued>"
+        return f"<{type(self).__name__} {self.name}: {self.count} users, {len(self.queue)} queued>"
 
     # requests ------------------------------------------------------------
     def request(self, pid: int | None = None, depth: int | None = None, remote: bool = False) -> DepthRequest:
-        """Ask for one TCB; a SimPy event whose value is the TCB id.
+        """Request a unit: SimPy's ``request()``, an event triggered once the unit is granted.
 
-        ``request(pid, depth=1, remote=False)`` asks at level ``depth + 1`` if
-        ``remote`` (FIG 5A) else ``depth`` (FIG 5B). ``request()`` names the
-        calling process's task tree and nesting level (module docstring). A
-        request served at once is triggered at once; a queued one is triggered
-        when a release or cancel makes the allocator grant it.
-
-        Raises ``ValueError`` for a bad pid or depth (or nesting deeper than the
-        allocator's levels) and ``pyresv.QueueFull`` when the wait queue is full;
-        nothing changes then.
+        Without arguments the pid and level are implicit (module docstring).
+        ``request(pid, depth=1, remote=False)`` names them: level ``depth + 1``
+        if ``remote`` (FIG 5A), else ``depth`` (FIG 5B). Raises ``ValueError``
+        for a bad pid or depth and ``pyresv.QueueFull`` when the allocator's
+        wait queue is full; nothing changes then.
         """
-        # DepthRequest(self, ...) without the type call: one interpreter frame less.
-        req = _new_event(DepthRequest)
-        _start_request(req, self, pid, depth, remote)
+        req = _new(DepthRequest)
+        if pid is None and depth is None and self._flat:
+            # The drop-in form of simpy.Resource.request(), inlined: pid 0, level 1.
+            env = self._env
+            req.env = env
+            req.callbacks = []
+            req.resource = self
+            req.proc = env._active_proc
+            req.pid = 0
+            req.level = 1
+            tcb = self._acquire(0)
+            if tcb >= 0:
+                req._ok = True
+                req._value = None
+                req._tcb = tcb
+                req.usage_since = env._now
+                self._held[tcb] = req
+                env.schedule(req)
+            else:
+                req._value = _PENDING
+                req._ticket = ticket = self._alloc.last_ticket
+                self._waiting[ticket] = req
+                if self._ready:  # a trigger point: the oldest granted waiter goes first
+                    self._serve(True)
+            if self.monitor is not None:
+                self._note()
+            return req
+        self._start(req, pid, depth, remote)
         return req
 
-    def release(self, tcb: int | DepthRequest) -> None:
-        """Return a held TCB; waiting requests it serves are triggered in grant order.
-
-        Like ``simpy.Resource.release(request)``, the request itself is accepted
-        too: a served one gives its TCB back, a waiting one is cancelled.
-        Raises ``pyresv.AllocatorError`` if the TCB is not held; nothing changes then.
-        """
-        if isinstance(tcb, DepthRequest):
-            if tcb.resource is not self:
-                raise ValueError(f"{tcb!r} is a request of {tcb.resource.name}, not of {self.name}")
-            if tcb._value is _SIMPY_PENDING:
-                tcb.cancel()
-                return
-            tcb = cast(int, tcb._value)  # a served request's value is its TCB
-        alloc = self._alloc
-        alloc.release(tcb)
-        req = self._held.pop(tcb, None)
-        if req is not None and req._task is not None:
-            _task_released(self, req._task, req.level)
+    def _start(self, req: DepthRequest, pid: int | None, depth: int | None, remote: bool) -> None:
+        env = self._env
+        req.env = env
+        req.callbacks = []
+        req.resource = self
+        req.proc = env._active_proc
+        task, pid, depth, remote = self._name(req, pid, depth, remote)
+        try:
+            tcb = self._acquire(pid, depth, remote)  # raises before any change
+        except BaseException:
+            if task is not None:
+                self._family.maybe_recycle(task.tree)  # a request's own tree, if it was one
+            raise
+        if task is not None:
+            task.tree.busy += 1
+        if tcb >= 0:
+            if task is not None:
+                task.hold(req.level)
+            if self._ready:
+                self._serve(self._flat)
+            req._ok = True
+            req._value = None
+            req._tcb = tcb
+            req.usage_since = env._now
+            self._held[tcb] = req
+            env.schedule(req)
+        else:
+            req._value = _PENDING
+            req._ticket = ticket = self._alloc.last_ticket
+            self._waiting[ticket] = req
+            if self._ready:
+                self._serve(self._flat)
         if self.monitor is not None:
-            self._monitor_released(tcb)
-        if self._book.count:
-            _trigger_grants(self, alloc.take_grants())
+            self._note()
+
+    def _name(
+        self, req: DepthRequest, pid: int | None, depth: int | None, remote: bool
+    ) -> tuple[Task | None, int, int, bool]:
+        """Set ``req``'s pid and level; ``(task, pid, depth, remote)`` to ask the allocator with."""
+        task = None
+        if pid is None:
+            if self._flat:
+                pid, depth, remote = 0, (1 if depth is None else depth), remote
+            else:
+                proc = req.proc
+                task = self._tasks.get(proc) if proc is not None else None
+                if task is None:
+                    task = self._family.register(proc) if proc is not None else self._family.orphan()
+                pid = task.tree.pid
+                if depth is None:
+                    depth = task.top() + 1
+                    remote = False
+                    if depth > self._levels:
+                        if not self._clamp:
+                            raise ValueError(
+                                f"pid {pid}: a request nested at level {depth} on {self.name}, "
+                                f"which has only {self._levels} levels"
+                            )
+                        depth = self._levels
+        elif depth is None:
+            depth = 1
+        req.pid = pid
+        req.level = depth + 1 if remote else depth
+        req._task = task
+        return task, pid, depth, remote
+
+    def release(self, request: DepthRequest | int) -> DepthRelease:
+        """Release a request: SimPy's ``release(request)``; returns the (triggered) release event.
+
+        A user gives its unit back; the unit goes to a waiting request at the
+        next trigger point (when this event is processed, or a request is
+        made first). Anything else (a waiting request, one released already,
+        another resource's) changes nothing, as in SimPy: a second release is
+        a no-op. An ``int`` names a user by its TCB (for
+        ``DepthResource(env, allocator)``); one that no user holds raises
+        ``pyresv.AllocatorError`` and nothing changes.
+        """
+        held = self._held
+        if type(request) is int:
+            user = held.get(request)
+            if user is None:
+                raise AllocatorError(f"TCB {request} is not held by a user of {self.name}")
+            request = user
+        env = self._env
+        rel = _new(DepthRelease)
+        rel.env = env
+        rel.callbacks = [self._on_release]
+        rel._ok = True
+        rel._value = None
+        rel.resource = self
+        rel.request = request
+        rel.proc = env._active_proc
+        tcb = getattr(request, "_tcb", -1)
+        if tcb >= 0 and held.get(tcb) is request:
+            del held[tcb]
+            request._tcb = -1
+            self._free(tcb, request)
+        self._releases += 1
+        env.schedule(rel)
+        return rel
 
     # bookkeeping ---------------------------------------------------------
-    def _cancel(self, req: DepthRequest) -> None:
-        served = self._book.withdraw(req.pid, req)
-        if req._task is not None:
-            _tree_idle(self._family, req._task.tree)
+    def _free(self, tcb: int, req: DepthRequest) -> None:
+        """Give ``req``'s TCB back to the allocator; what it grants waits for a trigger point."""
+        self._alloc.release(tcb)
+        task = req._task
+        if task is not None:
+            task.levels.remove(req.level)
+            self._family.done(task)
+        if self._waiting:
+            self._granted()
         if self.monitor is not None:
-            self._monitor_queued(req.level, -1)
-        for other, tcb in served:  # never expected: see WaitBook.withdraw
-            other._ok = True
-            other._value = tcb
-            self._env.schedule(other)
-            self._held[tcb] = other
-            if other._task is not None:
-                other._task.hold(other.level)
-            if self.monitor is not None:
-                self._monitor_queued(other.level, -1, record=False)
-                self._monitor_served(tcb)
-        if self._book.count:
-            _trigger_grants(self, self._alloc.take_grants())
+            self._note()
 
-    def _monitor_served(self, tcb: int) -> None:
-        mon = self.monitor
-        mon._held[self._alloc.level_of(tcb)] += 1  # type: ignore[union-attr]
-        mon._record(self._env._now)  # type: ignore[union-attr]
+    def _granted(self) -> None:
+        """Move the requests the allocator granted to the ready queue, in grant order."""
+        waiting = self._waiting
+        ready = self._ready
+        for _pid, tcb, ticket in self._take(True):
+            req = waiting.pop(ticket)
+            req._ticket = -1
+            req._tcb = tcb
+            ready.append(req)
+            if req._task is not None:
+                req._task.hold(req.level)
 
-    def _monitor_released(self, tcb: int) -> None:
-        mon = self.monitor
-        mon._held[self._alloc.level_of(tcb)] -= 1  # type: ignore[union-attr]
-        mon._record(self._env._now)  # type: ignore[union-attr]
-
-    def _monitor_queued(self, level: int, delta: int, record: bool = True) -> None:
-        mon = self.monitor
-        mon._queued[level] += delta  # type: ignore[union-attr]
-        if record:
-            mon._record(self._env._now)  # type: ignore[union-attr]
-
-
-def _trigger_grants(res: DepthResource, grants: list[tuple[int, int]]) -> None:
-    """Trigger the requests the allocator granted, in grant order: pushed, never polled."""
-    book = res._book
-    held = res._held
-    waiting = book.by_pid
-    schedule = res._env.schedule
-    for pid, tcb in grants:
-        entries = waiting[pid]
-        if len(entries) == 1:  # WaitBook.pop, inlined for a pid's sole request
-            del waiting[pid]
-            book.count -= 1
-            req = entries[0][1]
-        else:
-            req = book.pop(pid, tcb)[1]
+    def _serve_one(self) -> None:
+        """Trigger the oldest ready request: it becomes a user."""
+        req = self._ready.popleft()
         req._ok = True
-        req._value = tcb
-        schedule(req)
-        held[tcb] = req
+        req._value = None
+        env = self._env
+        req.usage_since = env._now
+        self._held[req._tcb] = req
+        env.schedule(req)
+
+    def _serve(self, one: bool) -> None:
+        """A trigger point: serve one ready request (SimPy's head), or all of them.
+
+        All of them when ``one`` is false (nesting, where SimPy defines no
+        order) or when no release event is left to serve the rest: no granted
+        unit waits for a trigger point that will not come.
+        """
+        self._serve_one()
+        if self._ready and (not one or not self._releases):
+            while self._ready:
+                self._serve_one()
+
+    def _release_processed(self, event: Event) -> None:
+        """A release event is processed: a trigger point, as SimPy's ``_trigger_put``."""
+        self._releases -= 1
+        if self._ready:
+            self._serve(self._flat)
+
+    def _cancel(self, req: DepthRequest) -> None:
+        """Withdraw a request that was not triggered yet: waiting, or granted but not served."""
+        ticket = req._ticket
+        if ticket >= 0:
+            del self._waiting[ticket]
+            req._ticket = -1
+            self._alloc.cancel_request(ticket)
+            if req._task is not None:
+                self._family.done(req._task)
+            if self.monitor is not None:
+                self._note()
+        elif req._tcb >= 0:
+            self._ready.remove(req)
+            tcb = req._tcb
+            req._tcb = -1
+            self._free(tcb, req)  # the next waiter gets it at a trigger point
+            if self._ready and (not self._flat or not self._releases):
+                self._serve(False)
+
+    def _note(self) -> None:
+        """Record a monitor sample of the allocator's state and the waiting requests."""
+        st = self._alloc.stats()
+        queued = [0] * (self._levels + 1)
+        for req in self._waiters():
+            queued[req.level] += 1
+        self.monitor._record(self._env.now, (st["unreserved_held"], *st["held"]), tuple(queued))  # type: ignore[union-attr]
+
+    def _waiters(self) -> Iterable[DepthRequest]:
+        """The requests waiting for a unit (no TCB yet)."""
+        return self._waiting.values()
+
+    def _holders(self) -> Iterator[tuple[int, DepthRequest]]:
+        """``(tcb, request)`` of every TCB held through this resource (users, then ready)."""
+        yield from self._held.items()
+        for req in self._ready:
+            yield req._tcb, req
+
+
+def _check_capacity(capacity: Any, levels: Any) -> tuple[int, int]:
+    """The ``(N, D)`` of the SimPy-style constructor, checked (SimPy's message for capacity)."""
+    if type(capacity) is not int:
+        if isinstance(capacity, (int, float)) and not isinstance(capacity, bool) and capacity <= 0:
+            raise ValueError('"capacity" must be > 0.')
+        raise ValueError(f'"capacity" must be an int, got {capacity!r}')
+    if capacity <= 0:
+        raise ValueError('"capacity" must be > 0.')
+    if type(levels) is not int or levels < 1:
+        raise ValueError(f'"levels" must be an int >= 1, got {levels!r}')
+    if capacity < levels:
+        raise ValueError(
+            f'"capacity" ({capacity}) must be >= "levels" ({levels}): '
+            f"levels - 1 units are held back for nested requests and at least one serves the top level"
+        )
+    return capacity, levels
+
+
+class DepthPriorityResource(DepthResource):
+    """SimPy's ``PriorityResource`` over a depth-pool allocator; nesting up to ``levels`` cannot deadlock.
+
+    ``request(priority=0, preempt=True)`` as in SimPy: waiting requests are
+    served by ``key = (priority, time, not preempt)``, lower first. Units are
+    reserved as in :class:`DepthResource` (same constructor, same
+    ``N - D + 1`` rule); with ``levels > 1`` a waiting request that no free
+    unit can serve (a top-level one while only held-back units are free) is
+    passed over for the next one by key that can be served.
+
+    Waiting requests are kept here, in ``put_queue`` (SimPy's ``SortedQueue``:
+    set ``put_queue.maxlen`` to bound it), not in the allocator: a request
+    is granted by asking the allocator for it at a trigger point.
+    """
+
+    _preemptive = False
+
+    def __init__(
+        self,
+        env: simpy.Environment,
+        capacity: int | TicketAllocator = 1,
+        levels: int | None = None,
+        *,
+        name: str | None = None,
+        monitor: bool = False,
+    ) -> None:
+        self._pqueue: SortedQueue = SortedQueue()
+        super().__init__(env, capacity, levels, name=name, monitor=monitor)
+
+    @property
+    def queue(self) -> SortedQueue:
+        """The waiting requests, sorted by key: SimPy's ``SortedQueue`` (the same object as ``put_queue``)."""
+        return self._pqueue
+
+    @property
+    def put_queue(self) -> SortedQueue:
+        """The waiting requests, sorted by key (``maxlen`` bounds it, as in SimPy)."""
+        return self._pqueue
+
+    def request(  # type: ignore[override]
+        self,
+        priority: int = 0,
+        preempt: bool = True,
+        *,
+        pid: int | None = None,
+        depth: int | None = None,
+        remote: bool = False,
+    ) -> DepthPriorityRequest:
+        """Request a unit with SimPy's ``priority`` (lower first) and ``preempt`` flag.
+
+        Raises ``RuntimeError('Cannot append event. Queue is full.')`` when
+        ``put_queue.maxlen`` is reached, as SimPy; ``ValueError`` for a bad
+        pid or depth. Nothing changes then.
+        """
+        req = _new(DepthPriorityRequest)
+        self._start_priority(req, priority, preempt, pid, depth, remote)
+        return req
+
+    def _start_priority(
+        self, req: DepthPriorityRequest, priority: int, preempt: bool, pid: int | None, depth: int | None,
+        remote: bool,
+    ) -> None:
+        env = self._env
+        req.env = env
+        req.callbacks = []
+        req.resource = self
+        req.proc = env._active_proc
+        req._value = _PENDING
+        task, pid, depth, remote = self._name(req, pid, depth, remote)
+        req.priority = priority
+        req.preempt = preempt
+        req.time = env._now
+        req.key = (priority, req.time, not preempt)
+        try:
+            self._check_named(pid, depth, remote)
+            self._pqueue.append(req)  # SimPy's SortedQueue: raises when full, before any change
+        except BaseException:
+            if task is not None:
+                self._family.maybe_recycle(task.tree)  # a request's own tree, if it was one
+            raise
+        if task is not None:
+            task.tree.busy += 1
+        self._trigger()
+        if self.monitor is not None:
+            self._note()
+
+    def _check_named(self, pid: int, depth: int, remote: bool) -> None:
+        """The allocator's checks of ``acquire(pid, depth, remote)``, without acquiring."""
+        if type(pid) is not int or not 0 <= pid < self._alloc.max_processes:
+            raise ValueError(f"pid {pid!r} out of range [0, {self._alloc.max_processes})")
+        if type(depth) is not int or not 1 <= depth <= self._levels:
+            raise ValueError(f"depth {depth!r} out of range [1, {self._levels}]")
+        if remote and depth + 1 > self._levels:
+            raise ValueError(
+                f"remote call at depth {depth} needs level {depth + 1}, but there are only {self._levels} levels"
+            )
+
+    def _trigger(self) -> None:
+        """A trigger point: grant waiting requests by key, as SimPy's ``_trigger_put``.
+
+        SimPy looks at the head of the queue only; so does a flat resource.
+        With levels, a head that cannot be served is passed over, and every
+        request that can be served is (a unit freed for a deeper level is
+        never left idle while a request at that level waits).
+        """
+        queue = self._pqueue
+        flat = self._flat
+        i = 0
+        while i < len(queue):
+            req = queue[i]
+            if self._try_grant(req) or (self._preemptive and req.preempt and self._try_preempt(req)):
+                del queue[i]
+                if flat:
+                    return
+                continue
+            if flat:
+                return
+            i += 1
+
+    def _try_grant(self, req: DepthPriorityRequest) -> bool:
+        """Grant ``req`` a unit if the allocator has one for it now."""
+        if len(self._held) >= self._capacity:
+            return False
+        alloc = self._alloc
+        tcb = self._acquire(req.pid, req.level)
+        if tcb < 0:
+            alloc.cancel_request(alloc.last_ticket)  # only asking: nothing waits in the allocator
+            return False
+        self._make_user(req, tcb)
+        return True
+
+    def _make_user(self, req: DepthPriorityRequest, tcb: int) -> None:
+        req._tcb = tcb
         if req._task is not None:
             req._task.hold(req.level)
-        if res.monitor is not None:
-            res._monitor_queued(req.level, -1, record=False)
-            res._monitor_served(tcb)
+        req._ok = True
+        req._value = None
+        env = self._env
+        req.usage_since = env._now
+        self._held[tcb] = req
+        env.schedule(req)
+
+    def _try_preempt(self, req: DepthPriorityRequest) -> bool:
+        return False
+
+    def _release_processed(self, event: Event) -> None:
+        self._releases -= 1
+        if self._pqueue:
+            self._trigger()
+
+    def _free(self, tcb: int, req: DepthRequest) -> None:
+        # Nothing waits in the allocator: the unit stays free until a trigger point.
+        self._alloc.release(tcb)
+        task = req._task
+        if task is not None:
+            task.levels.remove(req.level)
+            self._family.done(task)
+        if self.monitor is not None:
+            self._note()
+
+    def _cancel(self, req: DepthRequest) -> None:
+        try:
+            self._pqueue.remove(req)
+        except ValueError:
+            return  # withdrawn already
+        if req._task is not None:
+            self._family.done(req._task)
+        if self.monitor is not None:
+            self._note()
+
+    def _waiters(self) -> Iterable[DepthRequest]:
+        return self._pqueue
+
+    def _holders(self) -> Iterator[tuple[int, DepthRequest]]:
+        yield from self._held.items()
 
 
-def _task_released(res: DepthResource, task: _Task, level: int) -> None:
-    """An implicit request's TCB went back: the task is no longer at ``level``."""
-    task.levels.remove(level)
-    tree = task.tree
-    tree.busy -= 1
-    if tree.live == 0:
-        res._family.maybe_recycle(tree)
+class DepthPreemptiveResource(DepthPriorityResource):
+    """SimPy's ``PreemptiveResource`` over a depth-pool allocator; nesting up to ``levels`` cannot deadlock.
 
+    A waiting request with ``preempt=True`` takes the unit of the user with
+    the greatest key above its own, as SimPy does, but only a unit it could
+    have been granted had that user released it (an unreserved unit, or one
+    held back for its own level). The preempted user's process gets an
+    ``Interrupt`` whose cause is SimPy's ``Preempted(by, usage_since,
+    resource)``.
+    """
 
-def _tree_idle(family: _Family, tree: _Tree) -> None:
-    """One implicit request of ``tree`` is over (released or cancelled)."""
-    tree.busy -= 1
-    if tree.live == 0:
-        family.maybe_recycle(tree)
+    _preemptive = True
+
+    def _try_preempt(self, req: DepthPriorityRequest) -> bool:
+        """Preempt the user with the greatest key above ``req``'s whose unit ``req`` could take."""
+        key = req.key
+        victims = [u for u in cast(Iterable[DepthPriorityRequest], self._held.values()) if u.key > key]
+        if not victims:
+            return False
+        if self._flat:  # SimPy: the first user with the greatest key
+            order = [max(victims, key=lambda u: u.key)]
+        else:  # greatest key first, ties in grant order (sorted is stable)
+            order = sorted(victims, key=lambda u: u.key, reverse=True)
+        alloc = self._alloc
+        for victim in order:
+            tcb = victim._tcb
+            alloc.release(tcb)  # nothing waits in the allocator: the unit is free
+            got = self._acquire(req.pid, req.level)
+            if got >= 0:
+                del self._held[tcb]
+                victim._tcb = -1
+                task = victim._task
+                if task is not None:
+                    task.levels.remove(victim.level)
+                    self._family.done(task)
+                if victim.proc is not None:
+                    victim.proc.interrupt(Preempted(by=req.proc, usage_since=victim.usage_since, resource=self))  # type: ignore[arg-type]
+                self._make_user(req, got)
+                if self.monitor is not None:
+                    self._note()
+                return True
+            # Not a unit req could have been granted: give it back to the victim.
+            alloc.cancel_request(alloc.last_ticket)
+            back = self._acquire(victim.pid, victim.level)
+            assert back >= 0, "a unit freed a moment ago serves its holder again"
+            if back != tcb:  # another free TCB of the same kind: keep the books on it
+                del self._held[tcb]
+                victim._tcb = back
+                self._held[back] = victim
+        return False
 
 
 # ----------------------------------------------------------- deadlock report
@@ -621,8 +931,9 @@ def find_deadlock(env: simpy.Environment, resources: Iterable[Any]) -> list[Wait
     """The wait-for cycle among processes stuck on ``resources``, or ``[]``.
 
     Call it after ``env.run()`` returned with requests still pending (SimPy
-    itself stops silently). ``resources`` may mix :class:`DepthResource` and
-    ``simpy.Resource`` (or its subclasses). A process waits for the processes
+    itself stops silently). ``resources`` may mix :class:`DepthResource` (and
+    its priority and preemptive kinds) and ``simpy.Resource`` (or its
+    subclasses). A process waits for the processes
     holding a unit its pending request could be served with, or for the
     process (or the processes of a condition) it yielded; a cycle of such waits
     among live processes can never resolve. The cycle starts at the process of
@@ -730,7 +1041,7 @@ def _depth_resource_waits(
     level_of = [alloc.level_of(t) for t in range(alloc.total)]
     holder = [alloc.holder(t) for t in range(alloc.total)]
     proc_of: dict[int, Process | None] = {}
-    for tcb, req in res._held.items():
+    for tcb, req in res._holders():
         proc_of[tcb] = req.proc
         if req.proc is not None:
             holds.setdefault(req.proc, []).append(f"{res.name} tcb {tcb} (level {level_of[tcb]})")
