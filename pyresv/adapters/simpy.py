@@ -31,7 +31,7 @@ request is granted at a *trigger point* only, as in SimPy's
 tickets to the waiting events and triggers them at those points.
 
 This module uses SimPy's internals (``Environment._active_proc``, ``_now``,
-``Event._value``/``_ok``); :data:`TESTED_SIMPY` lists the versions they were
+``_queue``, ``_eid``, ``Event._value``/``_ok``); :data:`TESTED_SIMPY` lists the versions they were
 checked against, and a test fails when another is installed.
 """
 
@@ -43,6 +43,9 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator, NamedTuple, Protocol, cast
 
 import simpy
+from heapq import heappush
+
+from simpy.events import NORMAL as _NORMAL
 from simpy.events import PENDING as _PENDING
 from simpy.events import Condition, Event, Process
 from simpy.resources.resource import Preempted, SortedQueue
@@ -221,11 +224,29 @@ class DepthRequest(Event):
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         # SimPy's Request.__exit__: cancel if still waiting, then release,
-        # except on generator cleanup.
+        # except on generator cleanup. The release is DepthResource.release
+        # inlined (this runs once per use of the resource), with the resource's
+        # own trigger event in place of a Release event nobody can see.
+        res = self.resource
         if self._value is _PENDING:
-            self.resource._cancel(self)
-        if exc_type is not GeneratorExit:
-            self.resource.release(self)
+            res._cancel(self)
+        if exc_type is GeneratorExit:
+            return
+        tcb = self._tcb
+        if tcb >= 0:
+            held = res._held
+            if held.get(tcb) is self:
+                del held[tcb]
+                self._tcb = -1
+                if res._fast:
+                    res._release_tcb(tcb)
+                    if res._waiting:
+                        res._granted()
+                else:
+                    res._free(tcb, self)
+        res._releases += 1
+        env = res._env
+        heappush(env._queue, (env._now, _NORMAL, next(env._eid), res._trigger_ev))
 
     def cancel(self) -> None:
         """Withdraw the request if it still waits; no effect once granted or withdrawn."""
@@ -258,6 +279,17 @@ class DepthPriorityRequest(DepthRequest):
         remote: bool = False,
     ) -> None:
         resource._start_priority(self, priority, preempt, pid, depth, remote)
+
+
+class _Trigger(Event):
+    """A resource's trigger point for releases made by leaving a ``with`` block.
+
+    It stands in for the Release event SimPy would schedule there (nobody can
+    hold that event), at the same place in the event queue; one object per
+    resource, scheduled once per release and re-armed when processed.
+    """
+
+    __slots__ = ("env", "callbacks", "_value", "_ok", "_defused")
 
 
 class DepthRelease(Event):
@@ -364,8 +396,16 @@ class DepthResource:
         self._family: Family = family_of(env)
         self._tasks = self._family.tasks
         self._on_release = self._release_processed  # bound once: a callback of every Release
+        self._release_tcb = alloc.release
+        trig = self._trigger_ev = _new(_Trigger)
+        trig.env = env
+        trig._ok = True
+        trig._value = None
+        trig.callbacks = self._trigger_cbs = [self._trigger_processed]
         self.name = name if name is not None else f"{type(self).__name__}#{next(_names)}"
         self.monitor: Monitor | None = Monitor(self._levels) if monitor else None
+        # The fast paths: one level of unreserved units, nothing to record.
+        self._fast = self._flat and self.monitor is None
         if self.monitor is not None:
             self._note()
 
@@ -443,9 +483,9 @@ class DepthResource:
                 req._ok = True
                 req._value = None
                 req._tcb = tcb
-                req.usage_since = env._now
+                req.usage_since = now = env._now
                 self._held[tcb] = req
-                env.schedule(req)
+                heappush(env._queue, (now, _NORMAL, next(env._eid), req))
             else:
                 req._value = _PENDING
                 req._ticket = ticket = self._alloc.last_ticket
@@ -611,6 +651,11 @@ class DepthResource:
         self._releases -= 1
         if self._ready:
             self._serve(self._flat)
+
+    def _trigger_processed(self, event: Event) -> None:
+        """The trigger event is processed: re-arm it, then the same trigger point."""
+        event.callbacks = self._trigger_cbs
+        self._release_processed(event)
 
     def _cancel(self, req: DepthRequest) -> None:
         """Withdraw a request that was not triggered yet: waiting, or granted but not served."""
