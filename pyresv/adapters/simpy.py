@@ -40,7 +40,7 @@ from __future__ import annotations
 import itertools
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Iterator, NamedTuple, Protocol, cast
+from typing import Any, Callable, Iterable, Iterator, NamedTuple, Protocol, cast
 
 import simpy
 from heapq import heappush
@@ -401,7 +401,8 @@ class DepthResource:
         trig.env = env
         trig._ok = True
         trig._value = None
-        trig.callbacks = self._trigger_cbs = [self._trigger_processed]
+        self._trigger_cbs: list[Callable[[Any], None]] = [self._trigger_processed]
+        trig.callbacks = self._trigger_cbs
         self.name = name if name is not None else f"{type(self).__name__}#{next(_names)}"
         self.monitor: Monitor | None = Monitor(self._levels) if monitor else None
         # The fast paths: one level of unreserved units, nothing to record.
