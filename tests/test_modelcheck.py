@@ -44,10 +44,10 @@ def _explore(cfg: CheckConfig, cls: type) -> dict[str, int]:
     states, and the fewest allocator calls that reach a deadlock (every path
     to a state makes the same number of calls).
     """
-    depths, unreserved = cfg.allocator_args()
+    depths, unreserved, wake = cfg.allocator_args()
     hops, nops, nclu = cfg.hops, cfg.max_ops, cfg.clusters
     allocs = [
-        cls(depths, unreserved, max_processes=nops, max_waiters=nops, wake=cfg.wake) for _ in range(nclu)
+        cls(depths, unreserved, max_processes=nops, max_waiters=nops, wake=wake) for _ in range(nclu)
     ]
     # op: [held tcb ids, going down?, waiting?, done?]
     ops = [[[], False, False, False] for _ in range(nops)]
@@ -107,8 +107,8 @@ def _explore(cfg: CheckConfig, cls: type) -> dict[str, int]:
 def _replay_json(result: dict[str, Any], cfg: CheckConfig) -> tuple[list, dict[int, str]]:
     """Re-apply the JSON trace's calls on fresh compiled allocators, checking
     every return value and grant; return the allocators and each op's status."""
-    depths, unreserved = cfg.allocator_args()
-    allocs = [Core(depths, unreserved, max_processes=cfg.max_ops, wake=cfg.wake) for _ in range(cfg.clusters)]
+    depths, unreserved, wake = cfg.allocator_args()
+    allocs = [Core(depths, unreserved, max_processes=cfg.max_ops, wake=wake) for _ in range(cfg.clusters)]
     held: dict[int, list[int]] = {k: [] for k in range(cfg.max_ops)}
     status = {k: "idle" for k in range(cfg.max_ops)}
     for st in result["steps"]:
@@ -177,6 +177,7 @@ SMALL_CONFIGS = [
     CheckConfig(clusters=3, depths=((1, 1),) * 3, unreserved=0, max_ops=4, policy="shared"),
     CheckConfig(depths=((1, 1),) * 3, unreserved=0, max_ops=3, hops=2),
     CheckConfig(depths=((1, 1),) * 2, unreserved=0, max_ops=4, policy="shared", wake="fifo"),
+    CheckConfig(depths=((1, 1),) * 3, unreserved=0, max_ops=4, policy="deepest-first", wake="fifo"),
 ]
 
 
@@ -324,8 +325,9 @@ def test_config_file_keys_and_overrides(tmp_path: Path) -> None:
         clusters=3, policy="depth", depths=((2, 1), (1, 1)), unreserved=1, wake="fifo", max_ops=2, hops=2
     )
     assert ignored == ["controller.seed", "reservation.system_tcbs", "workload", "flashcopy"]
-    assert cfg.allocator_args() == ([(2, 1), (1, 1)], 1)
-    assert dataclasses.replace(cfg, policy="shared").allocator_args() == ([(0, 1), (0, 1)], 4)
+    assert cfg.allocator_args() == ([(2, 1), (1, 1)], 1, "fifo")
+    assert dataclasses.replace(cfg, policy="shared").allocator_args() == ([(0, 1), (0, 1)], 4, "fifo")
+    assert dataclasses.replace(cfg, policy="deepest-first").allocator_args() == ([(0, 1), (0, 1)], 4, "deepest")
 
 
 @pytest.mark.parametrize(

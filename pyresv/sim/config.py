@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from pyresv.errors import ConfigError
+from pyresv.sim.policies import POLICIES
 from pyresv.sim.topology import carve, levels_needed
 
 __all__ = [
@@ -169,7 +170,7 @@ class ControllerConfig:
     """``[controller]``: the storage controller as a whole (FIG 1)."""
 
     clusters: int = field(default=2, metadata=_key(_int(2, 64), "number of clusters C"))
-    policy: str = field(default="depth", metadata=_key(_choice("depth", "shared"), "TCB policy"))
+    policy: str = field(default="depth", metadata=_key(_choice(*POLICIES), "TCB policy (pyresv.sim.policies)"))
     seed: int = field(default=1, metadata=_key(_int(0), "seed of the workload generator"))
     message_latency_ms: float = field(
         default=0.05, metadata=_key(_float(0.0), "one-way inter-cluster message latency")

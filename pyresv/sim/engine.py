@@ -40,6 +40,7 @@ from pyresv.sim.deadlock import Step, describe, find_cycle, wait_for_graph
 from pyresv.sim.faults import CallFailed, FaultInjector
 from pyresv.sim.flashcopy import FlashCopyFlows
 from pyresv.sim.metrics import OP_CODES, MetricsRecorder
+from pyresv.sim.policies import allocator_args
 from pyresv.sim.process import Proc, Task
 from pyresv.sim.topology import Cluster, InitResult, Relationship, Volume, carve, home_of
 
@@ -81,15 +82,9 @@ class Simulation:
         self.init: InitResult = carve(r.depths, r.unreserved, r.system_tcbs)
         self.tcbs_per_cluster = self.init.reserved + r.unreserved
         self.clusters: list[Cluster] = []
+        depths, unreserved, wake = allocator_args(c.policy, self.init.depths, r.unreserved, r.wake)
         for cid in range(self.C):
-            if c.policy == "depth":
-                alloc = self.allocator_cls(
-                    list(self.init.depths), r.unreserved, max_processes=max_processes, wake=r.wake
-                )
-            else:  # shared: the same number of TCBs, all unreserved
-                alloc = self.allocator_cls(
-                    [(0, 1)] * self.levels, self.tcbs_per_cluster, max_processes=max_processes, wake=r.wake
-                )
+            alloc = self.allocator_cls(depths, unreserved, max_processes=max_processes, wake=wake)
             self.clusters.append(Cluster(cid, alloc, self.env.event()))
         # A failed cluster's entry becomes None; route[c] is the live cluster
         # that does c's work (c itself until it fails).
@@ -590,7 +585,7 @@ class RunResult:
 
     @property
     def policy(self) -> str:
-        """``depth`` or ``shared``."""
+        """``shared``, ``deepest-first`` or ``depth`` (:mod:`pyresv.sim.policies`)."""
         return self.config.controller.policy
 
     @property

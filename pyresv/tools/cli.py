@@ -20,6 +20,7 @@ from pyresv._extras import MissingExtra, require
 from pyresv._factory import ALLOCATORS, allocator_class
 from pyresv.errors import ConfigError
 from pyresv.sim.config import Config, default_config, load, to_toml
+from pyresv.sim.policies import POLICIES
 
 if TYPE_CHECKING:
     from pyresv._factory import AllocatorFactory
@@ -98,7 +99,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------- simulate
 def _args_simulate(p: argparse.ArgumentParser) -> None:
     p.add_argument("config", nargs="?", metavar="CONFIG", help="TOML config (default: the built-in one)")
-    p.add_argument("--policy", choices=("depth", "shared"), help="override controller.policy")
+    p.add_argument("--policy", choices=POLICIES, help="override controller.policy")
     p.add_argument("--seed", type=int, help="override controller.seed")
     p.add_argument("--json", action="store_true", help="print the run summary as JSON")
     p.add_argument("--print-config", action="store_true", help="print the effective config as TOML and exit")
@@ -162,7 +163,7 @@ def _wrote(paths: list[Any]) -> None:
 def _args_faults(p: argparse.ArgumentParser) -> None:
     p.add_argument("names", nargs="*", metavar="SCENARIO",
                    help="fault scenarios to run (default: all; see pyresv.sim.scenarios.FAULT_SCENARIOS)")
-    p.add_argument("--policy", choices=("depth", "shared"), default="depth", help="TCB policy (default: depth)")
+    p.add_argument("--policy", choices=POLICIES, default="depth", help="TCB policy (default: depth)")
     p.add_argument("--json", action="store_true", help="print a JSON list of run summaries (each with 'faults')")
     _add_allocator(p)
 

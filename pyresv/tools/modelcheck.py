@@ -63,6 +63,8 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 from pyresv._factory import ALLOCATORS, allocator_class
 from pyresv.errors import PENDING, AllocatorError, ConfigError
 from pyresv.sim.config import Config, depths_value
+from pyresv.sim.policies import POLICIES
+from pyresv.sim.policies import allocator_args as policy_allocator_args
 
 if TYPE_CHECKING:
     from pyresv._factory import AllocatorFactory
@@ -83,7 +85,6 @@ __all__ = [
     "run_cli",
 ]
 
-POLICIES = ("depth", "shared")
 WAKE_POLICIES = ("deepest", "fifo")
 CLONE_METHODS = ("replay", "pickle")
 
@@ -116,8 +117,9 @@ class CheckConfig:
     """What to explore: the controller, its reservation and the workload bound.
 
     ``depths``/``unreserved`` describe one cluster under policy ``depth``; under
-    ``shared`` each cluster instead has ``DepthPoolAllocator([(0, 1)] * D, n)``
-    with ``n`` the same number of TCBs, all unreserved (DESIGN section 3).
+    ``shared`` and ``deepest-first`` each cluster instead has
+    ``DepthPoolAllocator([(0, 1)] * D, n)`` with ``n`` the same number of TCBs,
+    all unreserved, woken FIFO or deepest first (DESIGN section 3).
     """
 
     clusters: int = 2
@@ -132,7 +134,8 @@ class CheckConfig:
     def __post_init__(self) -> None:
         _int_at_least("controller.clusters", self.clusters, 2)
         if self.policy not in POLICIES:
-            raise ConfigError(f"controller.policy must be 'depth' or 'shared', got {self.policy!r}")
+            shown = " | ".join(repr(p) for p in POLICIES)
+            raise ConfigError(f"controller.policy must be one of {shown}, got {self.policy!r}")
         object.__setattr__(self, "depths", depths_value("reservation.depths", self.depths))
         _int_at_least("reservation.unreserved", self.unreserved, 0)
         if self.wake not in WAKE_POLICIES:
@@ -156,14 +159,14 @@ class CheckConfig:
 
     @property
     def tcbs_per_cluster(self) -> int:
-        """TCBs of one cluster: reserved plus unreserved (the same under both policies)."""
+        """TCBs of one cluster: reserved plus unreserved (the same under every policy)."""
         return sum(p * s for p, s in self.depths) + self.unreserved
 
-    def allocator_args(self) -> tuple[list[tuple[int, int]], int]:
-        """``(depths, unreserved)`` of one cluster's allocator under ``policy``."""
-        if self.policy == "shared":
-            return [(0, 1)] * self.levels, self.tcbs_per_cluster
-        return list(self.depths), self.unreserved
+    def allocator_args(self) -> tuple[list[tuple[int, int]], int, str]:
+        """``(depths, unreserved, wake)`` of one cluster's allocator under ``policy``
+        (:func:`pyresv.sim.policies.allocator_args`: ``shared`` is all unreserved
+        and FIFO, ``deepest-first`` all unreserved and deepest first)."""
+        return policy_allocator_args(self.policy, self.depths, self.unreserved, self.wake)
 
     def route(self, op: int) -> tuple[int, ...]:
         """Cluster of each step of operation ``op``: it starts on ``op % clusters``
@@ -295,11 +298,11 @@ class _Model:
         assert cfg.hops is not None  # CheckConfig.__post_init__ filled in the default
         self.hops: int = cfg.hops
         self.routes = [cfg.route(k) for k in range(cfg.max_ops)]
-        depths, unreserved = cfg.allocator_args()
+        depths, unreserved, wake = cfg.allocator_args()
         kwargs = dict(
             max_processes=cfg.max_ops,
             max_waiters=cfg.max_ops,  # each op pends at most one request at a time
-            wake=cfg.wake,
+            wake=wake,
         )
         self.new_allocator: Callable[[], Any] = lambda: factory(depths, unreserved, **kwargs)
         self.fresh = [self.new_allocator() for _ in range(cfg.clusters)]
@@ -514,7 +517,7 @@ class CheckResult:
             "depths": [list(d) for d in cfg.depths],
             "unreserved": cfg.unreserved,
             "tcbs_per_cluster": cfg.tcbs_per_cluster,
-            "wake": cfg.wake,
+            "wake": cfg.allocator_args()[2],  # the order the allocators used
             "max_ops": cfg.max_ops,
             "hops": cfg.hops,
             "max_states": cfg.max_states,

@@ -8,7 +8,7 @@ global backend switch, nothing ever shown; files are written and closed.
   sample, cluster and level: TCBs held, queued requests, completed host
   operations), ``utilisation.png``, ``queues.png``, ``latency.png``.
 * :func:`write_demo` (``pyresv demo --out DIR``): ``demo.png``, every patent
-  scenario under the shared and depth policies side by side.
+  scenario (and the stress workload) under each policy side by side.
 """
 
 from __future__ import annotations
@@ -54,8 +54,8 @@ METRICS_COLUMNS = ("time_s", "cluster", "level", "tcbs_held", "queued", "complet
 #: At most this many clusters get their own panel; beyond it they are summed.
 MAX_PANELS = 4
 
-#: Line and bar colours of the two policies in every figure.
-POLICY_COLORS = {"shared": "#d62728", "depth": "#1f77b4"}
+#: Line and bar colours of the policies in every figure.
+POLICY_COLORS = {"shared": "#d62728", "deepest-first": "#ff7f0e", "depth": "#1f77b4"}
 
 
 def new_figure(width: float = 8.0, height: float = 4.5) -> Figure:
@@ -202,7 +202,7 @@ def write_run(result: RunResult, out: str | Path) -> list[Path]:
 
 # --------------------------------------------------------------------- demo
 def plot_demo(summaries: Sequence[dict[str, Any]]) -> Figure:
-    """Share of host operations completed per scenario, shared vs depth policy;
+    """Share of host operations completed per scenario and policy;
     deadlocked runs are hatched and labelled."""
     scenarios = list(dict.fromkeys(s["scenario"] for s in summaries))
     policies = list(dict.fromkeys(s["policy"] for s in summaries))
@@ -237,7 +237,7 @@ def plot_demo(summaries: Sequence[dict[str, Any]]) -> Figure:
     ax.set_ylabel("host operations completed (%)")
     ax.legend(title="policy (hatched: deadlocked)", loc="upper left", fontsize="small")
     ax.grid(axis="y", alpha=0.3)
-    fig.suptitle("Patent scenarios: shared pool vs depth-level pools (same TCBs per cluster)")
+    fig.suptitle("Patent scenarios: one shared pool vs depth-level pools (same TCBs per cluster)")
     return fig
 
 
