@@ -46,27 +46,39 @@ def test_demo_json_parses(tmp_path: Path) -> None:
     runs = json.loads(proc.stdout)
     assert [(r["scenario"], r["policy"]) for r in runs] == [
         (name, policy)
-        for name in ("cross-cluster", "multi-target", "fig7", "fig8")
-        for policy in ("shared", "depth")
+        for name in ("cross-cluster", "multi-target", "fig7", "fig8", "stress")
+        for policy in ("shared", "deepest-first", "depth")
     ]
     for r in runs:
         assert DESIGN_FIELDS <= set(r)
         assert set(r["latency_ms"]) == {"p50", "p99"}
         assert r["pit_violations"] == 0
-        assert r["deadlocked"] == (r["policy"] == "shared" and r["scenario"] != "fig7")
+        if r["scenario"] == "stress":  # serving the deepest request first gets the random workload through
+            assert r["deadlocked"] == (r["policy"] == "shared")
+        else:  # but not the patent's examples
+            assert r["deadlocked"] == (r["policy"] != "depth" and r["scenario"] != "fig7")
         assert bool(r["deadlock_cycle"]) == r["deadlocked"]
         if r["policy"] == "depth":
             assert r["leaked_tcbs"] == 0
+            assert r["completed_ops"] == r["issued_ops"]
+    tcbs = {(r["scenario"], r["policy"]): r["tcbs_per_cluster"] for r in runs}
+    assert {tcbs[name, p] for name in ("fig8", "stress") for p in ("shared", "deepest-first", "depth")} == {8, 32}
 
 
 def test_demo_table(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["demo"]) == 0
     out = capsys.readouterr().out
     header, rule, *rows = out.splitlines()
-    assert header.split()[:4] == ["scenario", "policy", "completed", "deadlocked"]
-    assert rows[0].split()[:4] == ["cross-cluster", "shared", "0/20", "yes"]
-    assert rows[1].split() == ["cross-cluster", "depth", "20/20", "no", "-", "0", "0"]
-    assert "fig8 (shared) wait-for cycle: c0 destage pid 0 L1 -> c1 stage-source pid 0 L2" in out
+    assert header.split() == ["scenario", "from", "shared", "deepest-first", "depth"]
+    assert rows[0].split() == ["cross-cluster", "[0007]", "0/20", "DEADLOCK", "0/20", "DEADLOCK",
+                               "20/20", "p99", "0.75", "ms"]
+    # the fifth row: examples/stress.toml, each policy's completion and p99
+    stress = rows[4].split()
+    assert stress[:4] == ["stress", "examples/stress.toml", "379/2021", "DEADLOCK"]
+    assert stress[4:6] == ["2021/2021", "p99"] and stress[8:10] == ["2021/2021", "p99"]
+    assert float(stress[6]) < float(stress[10])  # deepest-first is faster than the FIG 3-shaped reservation
+    assert "fig8 (shared, deepest-first) wait-for cycle: c0 destage pid 0 L1 -> c1 stage-source pid 0 L2" in out
+    assert "stress (shared) wait-for cycle: " in out
 
 
 def test_simulate_json_is_deterministic(tmp_path: Path) -> None:

@@ -77,3 +77,10 @@ def test_cython_simulator_builds_and_runs(tmp_path: Path) -> None:
     assert not depth["deadlocked"] and depth["completed"] == 5000
     assert depth["stuck"] == 0 and depth["held_at_end"] == 0
     assert depth["events"] == 5000 * (3 * 3 - 1)  # arrive, 3 works, 2 calls, 2 returns per op
+
+
+def test_stress_example_is_the_demos_stress_workload() -> None:
+    from pyresv.sim.config import load, loads
+    from pyresv.sim.scenarios import STRESS_TOML, get
+
+    assert load(EXAMPLES / "stress.toml") == loads(STRESS_TOML) == get("stress").config("depth")

@@ -2,9 +2,9 @@
 
 Each scenario is a small config: two clusters, a few volumes and
 relationships, and scripted host operations (``[[ops]]``). Every cluster has
-the same TCBs under both policies: ``depth`` reserves two pools of one TCB
-per level plus two unreserved TCBs (8 in all); ``shared`` has the same 8, all
-unreserved. The operations arrive together, more of them than a cluster has
+the same TCBs under every policy: ``depth`` reserves two pools of one TCB
+per level plus two unreserved TCBs (8 in all); ``shared`` and
+``deepest-first`` have the same 8, all unreserved. The operations arrive together, more of them than a cluster has
 TCBs, so whether a run deadlocks follows from the workload and the pools
 alone; nothing is forced.
 
@@ -23,6 +23,10 @@ Volume ``i`` lives on cluster ``i % 2``.
   (arrow 800): the target needs the full track staged; the stage destages the
   source's cache on the other cluster (arrow 810, L2), whose destage intercept
   first protects Target1's image on the first cluster (arrows 820/830, L3).
+
+``pyresv demo`` also runs ``stress`` (:data:`WORKLOADS`, the config of
+``examples/stress.toml``): heavy random host work on which ``shared``
+deadlocks and ``deepest-first`` does not, to show each policy's latency.
 
 Fault scenarios (:data:`FAULT_SCENARIOS`, ``pyresv faults``; the rules are in
 :mod:`pyresv.sim.faults`):
@@ -43,21 +47,24 @@ Fault scenarios (:data:`FAULT_SCENARIOS`, ``pyresv faults``; the rules are in
 
 from __future__ import annotations
 
+import tomllib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
 from pyresv.sim.config import Config, parse
 from pyresv.sim.engine import RunResult, run
+from pyresv.sim.policies import POLICIES as _POLICIES
 
 if TYPE_CHECKING:
     from pyresv._factory import AllocatorFactory
 
 __all__ = [
-    "Scenario", "SCENARIOS", "get", "run_scenario", "POLICIES",
+    "Scenario", "SCENARIOS", "WORKLOADS", "STRESS_TOML", "get", "run_scenario", "POLICIES",
     "FaultScenario", "FAULT_SCENARIOS", "get_fault", "run_fault_scenario",
 ]
 
-POLICIES = ("shared", "depth")
+#: Every scenario runs under each policy (:mod:`pyresv.sim.policies`).
+POLICIES = _POLICIES
 
 #: TCBs per cluster in every scenario: 3 levels x 2 pools x 1 TCB + 2 unreserved.
 TCBS = 8
@@ -152,7 +159,8 @@ class Scenario:
     cites: str
     summary: str
     _build: Callable[[], dict[str, Any]]
-    #: Whether the shared pool deadlocks on it (the depth pools never do).
+    #: Whether the shared pool deadlocks on it (deepest-first does too on the
+    #: patent's scenarios; the depth pools never do).
     shared_deadlocks: bool
 
     def config(self, policy: str = "depth") -> Config:
@@ -177,6 +185,81 @@ SCENARIOS: dict[str, Scenario] = {
 }
 
 
+#: ``examples/stress.toml`` (a test keeps the two the same): a heavy random
+#: host workload with disk-like stage and destage times on two clusters, where
+#: the status quo deadlocks within 50 simulated ms. ``pyresv demo`` runs it
+#: after the patent's scenarios, so it ships inside the package.
+STRESS_TOML = """\
+[controller]
+clusters = 2
+policy = "depth"
+seed = 1
+message_latency_ms = 0.05
+
+[reservation]
+depths = [[4, 2], [4, 2], [4, 2]]
+unreserved = 8
+system_tcbs = 256
+wake = "fifo"
+
+[volumes]
+count = 8
+tracks = 2048
+
+[[flashcopy]]
+source = 0
+target = 1
+at_s = 0.0
+background_copy = true
+copy_streams = 4
+
+[[flashcopy]]
+source = 3
+target = 2
+at_s = 0.0
+background_copy = true
+copy_streams = 4
+
+[[flashcopy]]
+source = 4
+target = 5
+at_s = 0.0
+background_copy = false
+
+[[flashcopy]]
+source = 7
+target = 6
+at_s = 0.0
+background_copy = false
+
+[workload]
+duration_s = 0.05
+rate_ops_per_s = 40000.0
+read_fraction = 0.7
+partial_write_fraction = 0.2
+auto_destage = true
+
+[timing]
+read_us = 50.0
+write_us = 50.0
+stage_us = 2000.0
+destage_us = 3000.0
+copy_us = 500.0
+destage_delay_us = 5000.0
+"""
+
+
+def _stress() -> dict[str, Any]:
+    return tomllib.loads(STRESS_TOML)
+
+
+#: Workloads beyond the patent's examples that ``pyresv demo`` also runs.
+WORKLOADS: dict[str, Scenario] = {
+    "stress": Scenario("stress", "examples/stress.toml",
+                       "heavy random host work, disk-like stage and destage", _stress, True),
+}
+
+
 def _lookup(table: dict[str, Any], name: str, what: str) -> Any:
     try:
         return table[name]
@@ -193,8 +276,8 @@ def _run_named(
 
 
 def get(name: str) -> Scenario:
-    """The scenario called ``name``; ``KeyError`` lists the known ones."""
-    return _lookup(SCENARIOS, name, "scenario")
+    """The scenario (or demo workload) called ``name``; ``KeyError`` lists the known ones."""
+    return _lookup({**SCENARIOS, **WORKLOADS}, name, "scenario")
 
 
 def run_scenario(
