@@ -406,7 +406,6 @@ def test_default_size_depth_explores_1e5_states_without_deadlock(tmp_path: Path)
     assert (out["policy"], out["deadlocks"], out["complete"], out["violation"]) == ("depth", 0, True, None)
     assert (out["clusters"], out["levels"]) == (2, 3)
     assert out["states"] >= 100_000
-    assert out["elapsed_s"] < 60
     assert out["trace"] == [] and out["completed_states"] == 1
 
 
