@@ -17,6 +17,16 @@ only call that grants); their SimPy events are succeeded in grant order.
 pids of finished processes are recycled (a free list), never while anything
 is held or pending.
 
+Speed (issue 15): SimPy's own steps cost more than the model's work, so a
+host operation or automatic destage that can (no faults, its cluster ready, a
+pid free) starts from its arrival's or timer's callback with no process of
+its own: its common path runs as timer callbacks, and only when it must wait
+for something else than its service time does it go on as a SimPy process
+(the flows' ``*_now`` entries, :meth:`Simulation.new_proc`). The events, their
+times and their order are those of one process per operation; the private
+SimPy code this needs is in :mod:`pyresv.sim._simpy_private`, and
+``Simulation(..., simpy_fork=False)`` runs without it, for comparison.
+
 Deadlock: the event queue empties while processes are unfinished. Livelock
 guard: ``controller.max_sim_time_s`` stops the run and flags it.
 
@@ -29,6 +39,8 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
+from functools import partial
+from operator import itemgetter
 from typing import TYPE_CHECKING, Any, Callable, Generator
 
 import numpy as np
@@ -41,6 +53,7 @@ from pyresv.sim.faults import CallFailed, FaultInjector
 from pyresv.sim.flashcopy import FlashCopyFlows
 from pyresv.sim.metrics import OP_CODES, MetricsRecorder
 from pyresv.sim.policies import allocator_args
+from pyresv.sim._simpy_private import call_after, run_before, start_task
 from pyresv.sim.process import Proc, Task
 from pyresv.sim.topology import Cluster, InitResult, Relationship, Volume, carve, home_of
 
@@ -64,12 +77,19 @@ class Simulation:
         *,
         trace: bool = False,
         max_processes: int = MAX_PROCESSES,
+        simpy_fork: bool = True,
     ) -> None:
         self.config = config
         self.max_processes = max_processes
         self.allocator_cls = allocator_cls or allocator_class("auto")
         self.env = simpy.Environment()
         self.timeout = self.env.timeout
+        # simpy_fork=False runs every process as a plain simpy.Process stepped
+        # by Environment.step, with no fast start: the same events in the same
+        # order, slower; what tests/test_simpy_fork.py checks the fork against.
+        self.fork = simpy_fork
+        self.Process: type[simpy.Process] = Task if simpy_fork else simpy.Process
+        self.after: Callable[..., None] = partial(call_after, self.env) if simpy_fork else self._plain_after
         c = config.controller
         self.C = c.clusters
         self.levels = config.levels
@@ -131,11 +151,16 @@ class Simulation:
         self.violations: list[dict[str, Any]] = []
         self.t_last = 0.0
         self.metrics = MetricsRecorder(self.C, self.levels)
+        self._record_op = self.metrics.record_op
+        self._spare: dict[int, Proc] = {}  # pid -> its record, for the fast start to reuse
         self.auto_destage = config.workload.auto_destage
         self.destage_delay = config.timing.destage_delay_us
         self.faults: FaultInjector | None = (
             FaultInjector(self, config.faults, c.seed) if config.faults.active else None
         )
+
+    def _plain_after(self, delay: float, fn: Callable[..., None], *args: Any) -> None:
+        self.env.timeout(delay).callbacks.append(lambda _: fn(*args))
 
     # --------------------------------------------------------- primitives
     def try_acquire(self, proc: Proc, c: int, depth: int, remote: bool, name: str) -> int:
@@ -162,9 +187,10 @@ class Simulation:
         if trace is not None:
             trace.append((self.env.now, c, proc.pid, name, level, "acquire"))
         h = self.held[c]
-        h[level] += 1
-        if h[level] > self.peak_held[c][level]:
-            self.peak_held[c][level] = h[level]
+        n = h[level] = h[level] + 1
+        peak = self.peak_held[c]
+        if n > peak[level]:
+            peak[level] = n
         proc.steps.append((c, level, name, tcb))
         return tcb
 
@@ -201,10 +227,9 @@ class Simulation:
         self.held[c][level] -= 1
         if self.trace is not None:
             self.trace.append((self.env.now, c, proc.pid, name, level, "release"))
-        grants = alloc.take_grants()
-        if grants:
-            waiting = self.waiting
-            for pid, granted in grants:
+        waiting = self.waiting
+        if waiting:  # with no request queued anywhere, a release grants nothing
+            for pid, granted in alloc.take_grants():
                 waiting.pop((c, pid)).succeed(granted)
 
     def call(
@@ -257,7 +282,22 @@ class Simulation:
         """A host write dirtied ``vol``'s track ``t``: schedule its destage."""
         if self.auto_destage and t not in vol.destage_scheduled:
             vol.destage_scheduled.add(t)
-            self.spawn("destage", self._auto_destage, vol, t, delay=self.destage_delay)
+            if self.fork and self.faults is None and self.destage_delay > 0:
+                # What spawn() does, one event fewer: the timer is the one
+                # its process would yield first (no event at that time can be
+                # scheduled between this step and that process's start).
+                self.after(self.destage_delay, self._destage_due, vol, t)
+            else:
+                self.spawn("destage", self._auto_destage, vol, t, delay=self.destage_delay)
+
+    def _destage_due(self, vol: Volume, t: int) -> None:
+        # The moment the destage's process would have started (see wrote()).
+        proc = self.new_proc("destage", -1, -1)
+        if proc is None:
+            start_task(self.env, self._process("destage", self._auto_destage, (vol, t), 0.0, -1, -1))
+        else:
+            vol.destage_scheduled.discard(t)
+            self.flows.destage_now(proc, vol, t)
 
     def _auto_destage(self, proc: Proc, vol: Volume, t: int) -> Generator[Any, Any, None]:
         vol.destage_scheduled.discard(t)
@@ -278,7 +318,7 @@ class Simulation:
         ``home >= 0`` makes it wait until that cluster accepts work; ``op >= 0``
         makes it a host operation of kind ``OP_CODES[op]`` (counted, timed).
         """
-        Task(self.env, self._process(kind, fn, args, delay, home, op))
+        self.Process(self.env, self._process(kind, fn, args, delay, home, op))
 
     def _process(
         self,
@@ -336,6 +376,70 @@ class Simulation:
         else:
             self.internal_done += 1
 
+    # The engine's fast start: from an event's callback, at the moment a
+    # process would start (an arrival, a destage timer), and when no fault can
+    # hit it, its cluster accepts work and a pid is free, an operation takes
+    # its pid here and runs its flow's ``*_now`` entry (see flashcopy): no
+    # process of its own unless it has to wait for something else than its
+    # service time. Its end is :meth:`finish`, the end of :meth:`_process`.
+    def new_proc(self, kind: str, op: int, home: int) -> Proc | None:
+        """A process record with a fresh pid for the fast start, or None when
+        the operation must start as :meth:`_process` instead."""
+        if self.faults is not None or not self.fork:
+            return None
+        if home >= 0:
+            home = self.route[home]
+            if not self.clusters[home].ready:
+                return None
+        if self.free_pids:
+            pid = self.free_pids.pop()
+        elif self.next_pid < self.max_processes:
+            pid = self.next_pid
+            self.next_pid = pid + 1
+        else:
+            return None
+        proc = self._spare.pop(pid, None)
+        if proc is None:
+            proc = Proc(pid, kind, self.env.now, op, home)
+        else:  # a finished fast-started process's record, empty: reused
+            proc.kind = kind
+            proc.start = self.env.now
+            proc.op = op
+            proc.home = home
+        self.live[pid] = proc
+        return proc
+
+    def run_flow(self, proc: Proc, flow: Generator[Any, Any, Any]) -> None:
+        """Go on with ``proc``'s operation as a process running ``flow``,
+        started now (from an event's callback); :meth:`finish` at its end."""
+        start_task(self.env, flow, self._flow_done, proc)
+
+    def _flow_done(self, task: Task) -> None:
+        assert task.proc is not None
+        self.finish(task.proc)
+
+    def finish(self, proc: Proc) -> None:
+        """The end of a fast-started operation (what :meth:`_process` does
+        after its flow)."""
+        pid = proc.pid
+        del self.live[pid]
+        if proc.steps or proc.pending:  # pragma: no cover - a flow bug
+            raise RuntimeError(f"pid {pid} ({proc.kind}) finished holding {proc.steps}")
+        if self.pid_waiters:
+            self.pid_waiters.popleft().succeed(pid)
+        else:
+            self.free_pids.append(pid)
+        self._spare[pid] = proc
+        now = self.env.now
+        self.t_last = now
+        op = proc.op
+        if op >= 0:
+            self.completed_ops += 1
+            self.completed[proc.home] += 1
+            self._record_op(op, proc.home, proc.start, now)
+        else:
+            self.internal_done += 1
+
     def _free_pid(self, pid: int) -> None:
         if self.pid_waiters:
             self.pid_waiters.popleft().succeed(pid)
@@ -352,7 +456,7 @@ class Simulation:
         env = self.env
 
         def restart(delay: float) -> None:
-            Task(env, self._process(kind, fn, args, delay, home, op, attempt + 1, start))
+            self.Process(env, self._process(kind, fn, args, delay, home, op, attempt + 1, start))
 
         failed = faults.ended(proc, exc, op, attempt, restart)
         self._free_pid(proc.pid)
@@ -367,7 +471,7 @@ class Simulation:
         self.maybe_ready(cl)
         for peer in self.clusters:
             if peer is not cl:
-                Task(self.env, self._ready_message(cl, peer))
+                self.Process(self.env, self._ready_message(cl, peer))
 
     def _ready_message(self, cl: Cluster, peer: Cluster) -> Generator[Any, Any, None]:
         yield self.timeout(self.latency)
@@ -383,45 +487,62 @@ class Simulation:
             cl.ready_at = self.env.now
             cl.ready_event.succeed()
 
-    def _arrivals(self, times: list[float], kinds: list[int], vols: list[int], tracks: list[int]):
+    def _arrivals(self, ops: list[tuple[float, int, int, int]]) -> Generator[Any, Any, None]:
         """Start the host operations at their arrival times.
 
         One timeout per distinct arrival time, as a process looping over
         ``yield env.timeout(...)`` would schedule them, but each timeout's
-        callback starts that time's operations and schedules the next one:
-        no generator to resume per arrival (profiled: the arrivals were 11%
-        of a run), and the events and their order are the same.
+        callback schedules the next one, then starts that time's operations
+        (the fast start, or one process each): no generator to resume per
+        arrival, and the events and their order are the same.
         """
         env = self.env
         flows = self.flows
         volumes = self.volumes
         start = self._process
+        new_proc = self.new_proc
+        Process = self.Process
+        fork = self.fork
+        after = self.after
         handlers = (flows.host_read, flows.host_write, flows.host_write, flows.host_destage)
-        ops = list(zip(times, kinds, vols, tracks))
+        now_handlers = (flows.read_now, flows.write_now, flows.write_now, flows.destage_now)
         n = len(ops)
         i = 0
         now = 0.0
 
-        def arrive(_event: Any = None) -> None:
+        def arrive(from_timer: bool = False) -> None:
+            # From its timer an operation starts at once (the fast start);
+            # the first call runs inside a process, at time 0.
             nonlocal i, now
-            while i < n:
-                at, k, v, t = ops[i]
-                if at > now:
-                    env.timeout(at - now).callbacks.append(arrive)
-                    now = at
-                    return
-                i += 1
+            fast = from_timer and fork
+            j = i
+            while j < n and ops[j][0] <= now:
+                j += 1
+            if j < n:  # the next arrival time's timeout first, as before
+                at = ops[j][0]
+                after(at - now, arrive, True)
+                now = at
+            for x in range(i, j):
+                _, k, v, t = ops[x]
                 vol = volumes[v]
                 self.issued_ops += 1
                 args = (vol, t, k == 2) if k in (1, 2) else (vol, t)
-                Task(env, start(OP_CODES[k], handlers[k], args, 0.0, vol.home, k))
+                if not fast:
+                    Process(env, start(OP_CODES[k], handlers[k], args, 0.0, vol.home, k))
+                    continue
+                proc = new_proc(OP_CODES[k], k, vol.home)
+                if proc is None:
+                    start_task(env, start(OP_CODES[k], handlers[k], args, 0.0, vol.home, k))
+                else:
+                    now_handlers[k](proc, *args)
+            i = j
 
         arrive()
         return
         yield  # a generator: it starts (at time 0) where the processes of the first arrival did
 
     # ----------------------------------------------------------- workload
-    def _workload(self) -> tuple[list[float], list[int], list[int], list[int]]:
+    def _workload(self) -> list[tuple[float, int, int, int]]:
         """Random host operations (Poisson arrivals) merged with the scripted ``[[ops]]``."""
         w = self.config.workload
         rng = np.random.default_rng(self.config.controller.seed)
@@ -444,28 +565,28 @@ class Simulation:
         kinds = np.where(u < w.read_fraction, 0, np.where(p < w.partial_write_fraction, 2, 1))
         vols = rng.integers(0, self.config.volumes.count, n)
         trks = rng.integers(0, self.config.volumes.tracks, n)
+        # (time_us, kind, volume, track) in time order; the random ones are
+        # in order already (times only grow).
         ops = list(zip(np.round(times, 3).tolist(), kinds.tolist(), vols.tolist(), trks.tolist()))
-        for op in self.config.ops:
-            ops.append((round(op.at_s * 1e6, 3), OP_CODES.index(op.op), op.volume, op.track))
-        ops.sort(key=lambda o: o[0])  # stable: scripted ops keep their order
-        if not ops:
-            return [], [], [], []
-        a, b, c, d = zip(*ops)
-        return list(a), list(b), list(c), list(d)
+        if self.config.ops:
+            for op in self.config.ops:
+                ops.append((round(op.at_s * 1e6, 3), OP_CODES.index(op.op), op.volume, op.track))
+            ops.sort(key=itemgetter(0))  # stable: scripted ops keep their order
+        return ops
 
     # ---------------------------------------------------------------- run
     def run(self) -> RunResult:
         """Run to completion, deadlock or the time limit."""
         env = self.env
         for cl in self.clusters:
-            Task(env, self._init_cluster(cl))
+            self.Process(env, self._init_cluster(cl))
         for rel in self.relationships:
             self.spawn("establish", self.flows.establish, rel, self._before[rel.rid],
                        delay=rel.at_us, home=rel.source.home)
             if rel.withdraw_us is not None:
                 self.spawn("withdraw", self.flows.withdraw, rel,
                            delay=rel.withdraw_us, home=rel.source.home)
-        Task(env, self._arrivals(*self._workload()))
+        self.Process(env, self._arrivals(self._workload()))
         if self.faults is not None:
             self.faults.start()
 
@@ -474,16 +595,11 @@ class Simulation:
         next_sample = 0.0
         timed_out = False
         record = self.metrics.sample
-        step = env.step
         # Our own loop rather than env.run(until=...): the run must end the
-        # moment the queue empties (a deadlock leaves it empty). It reads
-        # SimPy's event heap rather than calling ``env.peek()`` per event
-        # (profiled: this loop was 9% of a run, a quarter of it in peek).
-        queue = env._queue
+        # moment the queue empties (a deadlock leaves it empty).
+        step_before = run_before if self.fork else _step_before
         while True:
-            while queue and queue[0][0] < next_sample:
-                step()
-            if not queue:
+            if not step_before(env, next_sample):
                 record(env.now, self.held, self.queued, self.completed)  # the final state
                 break
             record(next_sample, self.held, self.queued, self.completed)
@@ -550,6 +666,13 @@ class Simulation:
             metrics=self.metrics,
             faults=None if self.faults is None else self.faults.summary(),
         )
+
+
+def _step_before(env: simpy.Environment, until: float) -> bool:
+    """:func:`run_before` with SimPy's own ``Environment.step`` (no fork)."""
+    while env.peek() < until:
+        env.step()
+    return env.peek() < float("inf")
 
 
 @dataclass

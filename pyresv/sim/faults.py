@@ -65,7 +65,7 @@ import random
 from typing import TYPE_CHECKING, Any, Callable, Generator
 
 from pyresv.sim.config import FaultsConfig
-from pyresv.sim.process import Proc, Task
+from pyresv.sim.process import Proc
 
 if TYPE_CHECKING:
     from pyresv.sim.engine import Simulation
@@ -122,9 +122,9 @@ class FaultInjector:
         """Start one timer process per configured fault."""
         env = self.sim.env
         for cf in self.config.cluster_fail:
-            Task(env, self._at(round(cf.at_s * 1e6, 3), self.fail_cluster, cf.cluster))
+            self.sim.Process(env, self._at(round(cf.at_s * 1e6, 3), self.fail_cluster, cf.cluster))
         for i, pd in enumerate(self.config.process_death):
-            Task(env, self._at(round(pd.at_s * 1e6, 3), self.kill, i))
+            self.sim.Process(env, self._at(round(pd.at_s * 1e6, 3), self.kill, i))
 
     def _at(self, at_us: float, action: Callable[..., None], arg: int) -> Generator[Any, Any, None]:
         yield self.sim.env.timeout(at_us)

@@ -56,6 +56,9 @@ __all__ = ["Relationship", "FlashCopyFlows", "PENDING_REL", "ACTIVE", "ENDED", "
 
 Flow = Generator[Any, Any, Any]
 
+#: A host flow's ``tcb`` when it starts from the beginning.
+START = -2
+
 
 class FlashCopyFlows:
     """The host operations and FlashCopy flows of one simulation."""
@@ -72,48 +75,111 @@ class FlashCopyFlows:
         self.tracks = sim.config.volumes.tracks
 
     # ------------------------------------------------------------ host ops
-    def host_read(self, proc: Proc, vol: Volume, t: int) -> Flow:
+    # Each host operation is a generator flow (run inside a process, see
+    # Simulation) and, for the engine's fast start, a ``*_now`` entry run from
+    # an event's callback: its common path (served at once, nothing to stage or
+    # copy) as callbacks, with no process of its own; anything else continues
+    # as the flow, started at that point (``tcb``: -1 queued, >= 0 held and
+    # its service time done). Both take the same steps at the same instants.
+    def host_read(self, proc: Proc, vol: Volume, t: int, tcb: int = START) -> Flow:
         """A host read; a target's uncopied track is staged from the source
         first (stage intercept, [0006]). The result is checked by the oracle."""
         sim = self.sim
         c = vol.home
-        tcb = sim.try_acquire(proc, c, 1, False, "read")
         if tcb < 0:
-            tcb = yield from sim.granted(proc)
-        yield sim.timeout(self.t_read)
+            if tcb == START:
+                tcb = sim.try_acquire(proc, c, 1, False, "read")
+            if tcb < 0:
+                tcb = yield from sim.granted(proc)
+            yield sim.timeout(self.t_read)
         while True:
-            rel = vol.in_rel
-            uncopied = rel is not None and not rel.copied[t]
-            value = vol.cache[t]
-            if value is not None and not (uncopied and vol.partial[t]):
+            value = self._read_value(vol, t)
+            if value is not None:
                 break
-            if uncopied:
-                assert rel is not None  # uncopied implies a relationship
-                img = yield from sim.call(
-                    proc, c, 1, rel.source.home, "stage-source", self._stage_source, rel, t
-                )
-                if img is not None:
-                    yield sim.timeout(self.t_copy)
-                    self.install(rel, t, img)
-                continue
-            value = vol.disk[t]
-            break
+            rel = vol.in_rel
+            assert rel is not None  # only an uncopied target track is staged
+            img = yield from sim.call(
+                proc, c, 1, rel.source.home, "stage-source", self._stage_source, rel, t
+            )
+            if img is not None:
+                yield sim.timeout(self.t_copy)
+                self.install(rel, t, img)
         sim.check_read(vol, t, value)
         sim.release(proc, c, tcb)
 
-    def host_write(self, proc: Proc, vol: Volume, t: int, partial: bool) -> Flow:
+    def read_now(self, proc: Proc, vol: Volume, t: int) -> None:
+        """:meth:`host_read` from an event's callback (see above)."""
+        sim = self.sim
+        c = vol.home
+        tcb = sim.try_acquire(proc, c, 1, False, "read")
+        if tcb < 0:
+            sim.run_flow(proc, self.host_read(proc, vol, t, tcb))
+        else:
+            sim.after(self.t_read, self._read_served, proc, vol, t, c, tcb)
+
+    def _read_served(self, proc: Proc, vol: Volume, t: int, c: int, tcb: int) -> None:
+        value = self._read_value(vol, t)
+        if value is None:  # to be staged: the flow goes on from here
+            self.sim.run_flow(proc, self.host_read(proc, vol, t, tcb))
+            return
+        sim = self.sim
+        sim.check_read(vol, t, value)
+        sim.release(proc, c, tcb)
+        sim.finish(proc)
+
+    def _read_value(self, vol: Volume, t: int) -> Content | None:
+        """What a read of ``vol``'s track ``t`` returns now; None while an
+        uncopied target track must be staged from the source first."""
+        rel = vol.in_rel
+        uncopied = rel is not None and not rel.copied[t]
+        value = vol.cache[t]
+        if value is not None and not (uncopied and vol.partial[t]):
+            return value
+        if uncopied:
+            return None
+        return vol.disk[t]
+
+    def host_write(self, proc: Proc, vol: Volume, t: int, partial: bool, tcb: int = START) -> Flow:
         """A host write into the cache (write-back; destaged later)."""
         sim = self.sim
         c = vol.home
-        tcb = sim.try_acquire(proc, c, 1, False, "partial-write" if partial else "write")
         if tcb < 0:
-            tcb = yield from sim.granted(proc)
-        yield sim.timeout(self.t_write)
+            if tcb == START:
+                tcb = sim.try_acquire(proc, c, 1, False, "partial-write" if partial else "write")
+            if tcb < 0:
+                tcb = yield from sim.granted(proc)
+            yield sim.timeout(self.t_write)
         # [0009]: a dirty track that is a relationship's point-in-time image
         # must reach the disk before it is overwritten.
         while vol.cache[t] is not None and self._cache_is_image(vol, t):
             yield from self.destage_track(proc, vol, t, 1)
-        version = sim.new_version()
+        self._write(vol, t, partial)
+        sim.release(proc, c, tcb)
+        sim.wrote(vol, t)
+
+    def write_now(self, proc: Proc, vol: Volume, t: int, partial: bool) -> None:
+        """:meth:`host_write` from an event's callback (see above)."""
+        sim = self.sim
+        c = vol.home
+        tcb = sim.try_acquire(proc, c, 1, False, "partial-write" if partial else "write")
+        if tcb < 0:
+            sim.run_flow(proc, self.host_write(proc, vol, t, partial, tcb))
+        else:
+            sim.after(self.t_write, self._write_served, proc, vol, t, partial, c, tcb)
+
+    def _write_served(self, proc: Proc, vol: Volume, t: int, partial: bool, c: int, tcb: int) -> None:
+        if vol.cache[t] is not None and self._cache_is_image(vol, t):  # [0009] first
+            self.sim.run_flow(proc, self.host_write(proc, vol, t, partial, tcb))
+            return
+        sim = self.sim
+        self._write(vol, t, partial)
+        sim.release(proc, c, tcb)
+        sim.wrote(vol, t)
+        sim.finish(proc)
+
+    def _write(self, vol: Volume, t: int, partial: bool) -> None:
+        """A write's new version into ``vol``'s cache (and the oracle)."""
+        version = self.sim.new_version()
         if not partial:
             vol.cache[t] = (version,)
             vol.partial[t] = False
@@ -131,20 +197,43 @@ class FlashCopyFlows:
                 vol.cache[t] = vol.disk[t] + (version,)
             vol.expected[t] = vol.expected[t] + (version,)
         vol.stamp[t] = vol.gen
-        sim.release(proc, c, tcb)
-        sim.wrote(vol, t)
 
-    def host_destage(self, proc: Proc, vol: Volume, t: int) -> Flow:
+    def host_destage(self, proc: Proc, vol: Volume, t: int, tcb: int = START) -> Flow:
         """A destage of one track, as a super process of its own ([0029])."""
-        if vol.cache[t] is None:
-            return
         sim = self.sim
+        c = vol.home
+        if tcb < 0:
+            if tcb == START:
+                if vol.cache[t] is None:
+                    return
+                tcb = sim.try_acquire(proc, c, 1, False, "destage")
+            if tcb < 0:
+                tcb = yield from sim.granted(proc)
+            yield from self.destage_track(proc, vol, t, 1)
+        else:
+            yield from self.destage_track(proc, vol, t, 1, served=True)
+        sim.release(proc, c, tcb)
+
+    def destage_now(self, proc: Proc, vol: Volume, t: int) -> None:
+        """:meth:`host_destage` from an event's callback (see above)."""
+        sim = self.sim
+        if vol.cache[t] is None:
+            sim.finish(proc)
+            return
         c = vol.home
         tcb = sim.try_acquire(proc, c, 1, False, "destage")
         if tcb < 0:
-            tcb = yield from sim.granted(proc)
-        yield from self.destage_track(proc, vol, t, 1)
+            sim.run_flow(proc, self.host_destage(proc, vol, t, tcb))
+        else:  # destage_track's first step: the track is dirty (checked above)
+            sim.after(self.t_destage, self._destage_served, proc, vol, t, c, tcb)
+
+    def _destage_served(self, proc: Proc, vol: Volume, t: int, c: int, tcb: int) -> None:
+        if not self._commit(vol, t):  # something to stage or copy first
+            self.sim.run_flow(proc, self.host_destage(proc, vol, t, tcb))
+            return
+        sim = self.sim
         sim.release(proc, c, tcb)
+        sim.finish(proc)
 
     # -------------------------------------------------------------- flows
     def _cache_is_image(self, vol: Volume, t: int) -> bool:
@@ -154,17 +243,44 @@ class FlashCopyFlows:
                 return True
         return False
 
-    def destage_track(self, proc: Proc, vol: Volume, t: int, level: int) -> Flow:
+    def _needs_old_track(self, vol: Volume, t: int) -> Relationship | None:
+        """The first relationship from ``vol`` whose target still needs the old
+        track ``t`` (its point-in-time image is on ``vol``'s disk)."""
+        stamp = vol.stamp[t]
+        for r in vol.out_rels:
+            if stamp >= r.gen and not r.copied[t]:
+                return r
+        return None
+
+    def _commit(self, vol: Volume, t: int) -> bool:
+        """Destage ``vol``'s track ``t`` now if nothing must happen first:
+        True when it is clean (now or already), False when a partial target
+        track must be staged or a target still needs the old track."""
+        dirty = vol.cache[t]
+        if dirty is None:
+            return True
+        rel = vol.in_rel
+        if rel is not None and vol.partial[t] and not rel.copied[t]:
+            return False
+        if self._needs_old_track(vol, t) is not None:
+            return False
+        vol.disk[t] = dirty
+        vol.cache[t] = None
+        vol.partial[t] = False
+        if rel is not None and not rel.copied[t]:
+            self._mark_copied(rel, t)  # a full target track is now hardened ([0004])
+        return True
+
+    def destage_track(self, proc: Proc, vol: Volume, t: int, level: int, served: bool = False) -> Flow:
         """Write ``vol``'s dirty track to disk, on ``vol``'s cluster, under the
-        caller's TCB at ``level``."""
-        if vol.cache[t] is None:
-            return
+        caller's TCB at ``level`` (``served``: its service time is done)."""
         sim = self.sim
         c = vol.home
-        yield sim.timeout(self.t_destage)
-        while True:
+        if not served:
             if vol.cache[t] is None:
                 return
+            yield sim.timeout(self.t_destage)
+        while not self._commit(vol, t):
             rel = vol.in_rel
             if rel is not None and vol.partial[t] and not rel.copied[t]:
                 # FIG 8 arrow 800: a partial target track needs the full
@@ -175,29 +291,15 @@ class FlashCopyFlows:
                 if img is not None:
                     self.install(rel, t, img)
                 continue
-            stamp = vol.stamp[t]
-            need = None
-            for r in vol.out_rels:
-                if stamp >= r.gen and not r.copied[t]:
-                    need = r
-                    break
-            if need is not None:
-                # Destage intercept ([0006]; FIG 8 arrows 820/830): the old
-                # track goes to the target that still needs it, first.
-                img = yield from self.disk_read(proc, vol, t, level)
-                if img is not None:
-                    yield from sim.call(
-                        proc, c, level, need.target.home, "copy-target", self._copy_target, need, t, img
-                    )
-                continue
-            dirty = vol.cache[t]
-            assert dirty is not None  # checked at the top of this pass; nothing yielded since
-            vol.disk[t] = dirty
-            vol.cache[t] = None
-            vol.partial[t] = False
-            if rel is not None and not rel.copied[t]:
-                self._mark_copied(rel, t)  # a full target track is now hardened ([0004])
-            return
+            # Destage intercept ([0006]; FIG 8 arrows 820/830): the old
+            # track goes to the target that still needs it, first.
+            need = self._needs_old_track(vol, t)
+            assert need is not None  # _commit said so; nothing yielded since
+            img = yield from self.disk_read(proc, vol, t, level)
+            if img is not None:
+                yield from sim.call(
+                    proc, c, level, need.target.home, "copy-target", self._copy_target, need, t, img
+                )
 
     def disk_read(self, proc: Proc, vol: Volume, t: int, level: int) -> Flow:
         """``vol``'s disk image of track ``t``; for a cascaded target whose
