@@ -192,8 +192,11 @@ class DepthRequest(Event):
     # Slots for what every request stores; the optional attributes below live
     # in the instance dict (Event has one) with class defaults, so the hot path
     # stores only what it must.
-    __slots__ = ("env", "callbacks", "_value", "_ok", "_defused", "resource", "proc", "pid", "level")
+    __slots__ = ("env", "callbacks", "_value", "_ok", "_defused", "resource", "proc")
 
+    #: The request's pid (task tree) and level; 0 and 1 on a resource of one level.
+    pid: int = 0
+    level: int = 1
     #: The simulation time at which the request was granted (SimPy's ``usage_since``).
     usage_since: float | None = None
     _tcb = -1  # the TCB while granted (ready or user), else -1
@@ -202,8 +205,6 @@ class DepthRequest(Event):
 
     resource: DepthResource
     proc: Process | None
-    pid: int
-    level: int
 
     def __init__(
         self, resource: DepthResource, pid: int | None = None, depth: int | None = None, remote: bool = False
@@ -240,8 +241,14 @@ class DepthRequest(Event):
                 self._tcb = -1
                 if res._fast:
                     res._release_tcb(tcb)
-                    if res._waiting:
-                        res._granted()
+                    waiting = res._waiting
+                    if waiting:  # _granted, inlined
+                        ready = res._ready
+                        for _pid, got, ticket in res._take(True):
+                            req = waiting.pop(ticket)
+                            req._ticket = -1
+                            req._tcb = got
+                            ready.append(req)
                 else:
                     res._free(tcb, self)
         res._releases += 1
@@ -471,14 +478,13 @@ class DepthResource:
         """
         req = _new(DepthRequest)
         if pid is None and depth is None and self._flat:
-            # The drop-in form of simpy.Resource.request(), inlined: pid 0, level 1.
+            # The drop-in form of simpy.Resource.request(), inlined: pid 0, level 1
+            # (the class defaults).
             env = self._env
             req.env = env
             req.callbacks = []
             req.resource = self
             req.proc = env._active_proc
-            req.pid = 0
-            req.level = 1
             tcb = self._acquire(0)
             if tcb >= 0:
                 req._ok = True
@@ -491,8 +497,16 @@ class DepthResource:
                 req._value = _PENDING
                 req._ticket = ticket = self._alloc.last_ticket
                 self._waiting[ticket] = req
-                if self._ready:  # a trigger point: the oldest granted waiter goes first
-                    self._serve(True)
+                ready = self._ready
+                if ready:  # a trigger point: the oldest granted waiter goes first (_serve_one)
+                    first = ready.popleft()
+                    first._ok = True
+                    first._value = None
+                    first.usage_since = now = env._now
+                    self._held[first._tcb] = first
+                    heappush(env._queue, (now, _NORMAL, next(env._eid), first))
+                    if ready and not self._releases:
+                        self._serve(False)
             if self.monitor is not None:
                 self._note()
             return req
@@ -656,7 +670,9 @@ class DepthResource:
     def _trigger_processed(self, event: Event) -> None:
         """The trigger event is processed: re-arm it, then the same trigger point."""
         event.callbacks = self._trigger_cbs
-        self._release_processed(event)
+        self._releases -= 1
+        if self._ready:
+            self._serve(self._flat)
 
     def _cancel(self, req: DepthRequest) -> None:
         """Withdraw a request that was not triggered yet: waiting, or granted but not served."""
@@ -860,6 +876,12 @@ class DepthPriorityResource(DepthResource):
         return False
 
     def _release_processed(self, event: Event) -> None:
+        self._releases -= 1
+        if self._pqueue:
+            self._trigger()
+
+    def _trigger_processed(self, event: Event) -> None:
+        event.callbacks = self._trigger_cbs
         self._releases -= 1
         if self._pqueue:
             self._trigger()
