@@ -202,6 +202,35 @@ def test_a_new_request_is_a_trigger_point_for_the_head(make):
     assert log == [(0, "a"), (1, "b"), (2, "a"), (3, "b"), (4, "a"), (5, "b")]
 
 
+def test_the_head_is_served_when_a_request_is_made_before_the_release_is_processed(make):
+    # The holder releases, asks again at once (serving the waiting head then,
+    # not when the release is processed), and yields a timeout(0): the head
+    # resumes first.
+    env = simpy.Environment()
+    res = make(env, 1)
+    log = []
+
+    def holder():
+        first = res.request()
+        yield first
+        yield env.timeout(1)
+        res.release(first)
+        again = res.request()  # the head (waiter) is granted here
+        yield env.timeout(0)
+        log.append((env.now, "holder", again.triggered))
+        res.release(again)
+
+    def waiter():
+        with res.request() as req:
+            yield req
+            log.append((env.now, "waiter got"))
+
+    env.process(holder())
+    env.process(waiter())
+    env.run()
+    assert log == [(1, "waiter got"), (1, "holder", False)]
+
+
 def test_same_number_of_events_as_simpy(make):
     # SimPy's benchmark model counts events: a request and a release are one
     # event each, like SimPy's Request and Release.
@@ -1004,6 +1033,49 @@ def test_a_preemptor_takes_only_a_unit_it_could_have_been_granted():
         (2, "B.c", "preempted by", "call", 0),  # by A.c at 2, not by T at 1
         (2, "A.c", "got", 2),
         (3, "T", "got", 1),  # when A released its unreserved unit
+    ]
+    assert_clean(res)
+
+
+def test_a_preemptor_passes_over_a_user_whose_unit_it_could_not_take():
+    # capacity 2, levels 2. U (priority 3) holds the unreserved unit, its call
+    # C (priority 5) the held-back one. T (priority 0, top level) cannot take
+    # C's unit although C has the greatest key: it preempts U instead.
+    env = simpy.Environment()
+    res = DepthPreemptiveResource(env, capacity=2, levels=2)
+    log = []
+
+    def user():
+        try:
+            with res.request(priority=3) as req:
+                yield req
+                log.append((env.now, "U", "got", req.level))
+                yield env.process(call())
+        except simpy.Interrupt as ir:
+            log.append((env.now, "U", "preempted by", ir.cause.by.name))
+
+    def call():
+        with res.request(priority=5) as req:
+            yield req
+            log.append((env.now, "C", "got", req.level))
+            yield env.timeout(10)
+        log.append((env.now, "C", "done"))
+
+    def urgent():
+        yield env.timeout(1)
+        with res.request(priority=0) as req:
+            yield req
+            log.append((env.now, "T", "got", req.level))
+
+    env.process(user())
+    env.process(urgent())
+    env.run()
+    assert log == [
+        (0, "U", "got", 1),
+        (0, "C", "got", 2),
+        (1, "U", "preempted by", "urgent"),
+        (1, "T", "got", 1),
+        (10, "C", "done"),
     ]
     assert_clean(res)
 
