@@ -19,7 +19,71 @@ from typing import Any, Callable, Iterator
 
 from pyresv._factory import Allocator, AllocatorFactory
 
-__all__ = ["Allocator", "AllocatorFactory", "WaitBook"]
+__all__ = ["Allocator", "AllocatorFactory", "AllocatorView", "WaitBook", "materialize_depths"]
+
+
+def materialize_depths(depths: Any) -> Any:
+    """``depths`` read once into a list, each level a tuple (an iterator works, as a list does).
+
+    An adapter hands the result to the allocator and then checks it itself, so
+    both see the same levels. What cannot be read as a sequence is returned as
+    given, for the allocator to refuse with its own message.
+    """
+    if isinstance(depths, (str, bytes)) or not hasattr(depths, "__iter__"):
+        return depths
+    return [tuple(d) if hasattr(d, "__iter__") and not isinstance(d, (str, bytes)) else d for d in depths]
+
+
+class AllocatorView:
+    """An adapter's allocator, read-only: its queries, none of the calls that change it.
+
+    The adapters own their allocator's state (every pending request has a
+    waiter in a :class:`WaitBook`); a request or release made behind their back
+    would hand a grant to no waiter. They expose this view instead.
+    """
+
+    __slots__ = ("_alloc",)
+
+    def __init__(self, allocator: Allocator) -> None:
+        self._alloc = allocator
+
+    @property
+    def levels(self) -> int:
+        """Number of depth levels D."""
+        return self._alloc.levels
+
+    @property
+    def total(self) -> int:
+        """Number of TCBs."""
+        return self._alloc.total
+
+    @property
+    def wake(self) -> str:
+        """The wake policy for unreserved TCBs."""
+        return str(getattr(self._alloc, "wake", "deepest"))
+
+    def level_of(self, tcb: int) -> int:
+        """The level of the TCB's pool, 0 for unreserved."""
+        return self._alloc.level_of(tcb)
+
+    def holder(self, tcb: int) -> int:
+        """The pid holding the TCB, or -1."""
+        return self._alloc.holder(tcb)
+
+    def pending(self, pid: int | None = None) -> int:
+        """Pending requests, of ``pid`` or of all."""
+        return self._alloc.pending(pid)
+
+    def stats(self) -> dict[str, Any]:
+        """The allocator's ``stats()``."""
+        return self._alloc.stats()
+
+    def check(self) -> None:
+        """The allocator's ``check()``: raises ``pyresv.AllocatorError`` on a broken invariant."""
+        self._alloc.check()
+
+    def __repr__(self) -> str:
+        return f"AllocatorView({self._alloc!r})"
 
 
 class WaitBook:

@@ -20,6 +20,15 @@ a slot at level d, in the same task or in a task created inside that slot
 (asyncio copies the context), is at level d+1 of the same tree. Deeper than the
 deepest level D, ``slot()`` admits at once without a TCB (the work runs under
 its caller's slot), so level D never waits and every level completes.
+
+It runs under anyio too, on both of its backends, and is used the way
+``anyio.CapacityLimiter`` is (``async with limiter:``, ``acquire()`` and
+``release()``, ``total_tokens``/``borrowed_tokens``/``available_tokens``),
+with the same nesting rule: anyio's task groups start their tasks with a copy
+of the spawning task's context on asyncio and on trio alike. On an asyncio loop
+a waiter is an asyncio future; on any other loop (trio) it is an
+``anyio.Event``, imported only then: anyio is needed only to run outside
+asyncio.
 """
 
 from __future__ import annotations
@@ -28,8 +37,8 @@ import asyncio
 import contextvars
 from typing import Any, Callable, Sequence
 
-from pyresv._factory import Allocator, AllocatorFactory, allocator_class
-from pyresv.adapters import WaitBook
+from pyresv._factory import AllocatorFactory, allocator_class
+from pyresv.adapters import AllocatorView, WaitBook, materialize_depths
 
 __all__ = ["DepthLimiter", "Slot"]
 
@@ -45,12 +54,52 @@ class _Tree:
 
 
 class _Held:
-    __slots__ = ("limiter", "tree", "level")
+    """The value of ``_current`` inside a slot: whose slot, which tree, which level."""
 
-    def __init__(self, limiter: DepthLimiter, tree: _Tree, level: int) -> None:
+    __slots__ = ("limiter", "tree", "level", "slot")
+
+    def __init__(self, limiter: DepthLimiter, tree: _Tree, level: int, slot: Slot) -> None:
         self.limiter = limiter
         self.tree = tree
         self.level = level
+        self.slot = slot
+
+
+def _anyio() -> Any:
+    """anyio, or a ``RuntimeError`` that says it is needed here and how to install it."""
+    try:
+        import anyio
+    except ImportError:
+        raise RuntimeError(
+            "DepthLimiter outside an asyncio event loop (trio) waits through anyio, which is not "
+            "installed: pip install anyio"
+        ) from None
+    return anyio
+
+
+class _EventWaiter:
+    """A waiter outside asyncio (trio, through anyio): an ``anyio.Event`` and the TCB granted.
+
+    It answers the calls the limiter makes on an asyncio future waiter.
+    """
+
+    __slots__ = ("event", "tcb")
+
+    def __init__(self) -> None:
+        self.event = _anyio().Event()
+        self.tcb = -1
+
+    def set_result(self, tcb: int) -> None:
+        self.tcb = tcb
+        self.event.set()
+
+    def cancelled(self) -> bool:
+        # A cancelled wait takes its request out of the book before anything else
+        # runs (trio delivers cancellation at the wait), so no grant finds it gone.
+        return False
+
+    def granted(self) -> int:
+        return self.tcb
 
 
 _current: contextvars.ContextVar[_Held | None] = contextvars.ContextVar("pyresv_aio_slot", default=None)
@@ -87,10 +136,13 @@ class Slot:
             self._tcb = None  # below the deepest level: runs under the caller's slot
         else:
             self._tcb = await lim._acquire(tree, level)
-        self._token = _current.set(_Held(lim, tree, level))
+        self._token = _current.set(_Held(lim, tree, level, self))
         return self._tcb
 
     async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        self._exit()
+
+    def _exit(self) -> None:
         token, self._token = self._token, None
         if token is not None:
             _current.reset(token)
@@ -101,6 +153,11 @@ class Slot:
 
 class DepthLimiter:
     """Bounds concurrent work like a semaphore of ``allocator.total`` permits, per level.
+
+    ``async with limiter.slot():`` or, as with ``anyio.CapacityLimiter``,
+    ``async with limiter:`` (or ``await limiter.acquire()`` ...
+    ``limiter.release()`` in the same task) holds one slot one level below the
+    caller's. Runs on asyncio, and on anyio's asyncio and trio backends.
 
     Parameters
     ----------
@@ -114,7 +171,9 @@ class DepthLimiter:
         Called as ``allocator_cls(depths, unreserved)``; default the compiled
         ``pyresv.DepthPoolAllocator``.
 
-    Use it from one event loop; it is not thread-safe.
+    Use it from one event loop; it is not thread-safe. ``depths`` is read
+    once (an iterator works). Raises ``ValueError`` naming the level that has no
+    pool, and the allocator's errors for bad shapes.
     """
 
     def __init__(
@@ -126,6 +185,7 @@ class DepthLimiter:
     ) -> None:
         if allocator_cls is None:
             allocator_cls = allocator_class("auto")
+        depths = materialize_depths(depths)  # read once: the allocator and the check see the same levels
         self._alloc = allocator_cls(depths, unreserved)
         for level, (pools, _size) in enumerate(depths, start=1):
             if int(pools) < 1:
@@ -139,9 +199,9 @@ class DepthLimiter:
         self._next_pid = 0
 
     @property
-    def allocator(self) -> Allocator:
-        """The allocator holding the slots (TCBs)."""
-        return self._alloc
+    def allocator(self) -> AllocatorView:
+        """The allocator holding the slots (TCBs), read-only: its queries, none of its changes."""
+        return AllocatorView(self._alloc)
 
     @property
     def levels(self) -> int:
@@ -157,11 +217,54 @@ class DepthLimiter:
         """A slot one level below the caller's (level 1 outside any slot)."""
         return Slot(self)
 
+    # The anyio.CapacityLimiter way ---------------------------------------
+    async def __aenter__(self) -> None:
+        await self.acquire()
+
+    async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        self.release()
+
+    async def acquire(self) -> None:
+        """Hold a slot one level below the caller's until :meth:`release` in the same task."""
+        await Slot(self).__aenter__()
+
+    def release(self) -> None:
+        """Give back the slot the current task took last with :meth:`acquire` (or ``async with``).
+
+        Raises ``RuntimeError`` when the task holds no slot of this limiter, or
+        when its innermost slot is one entered with ``slot()`` (leave that block).
+        """
+        held = _current.get()
+        if held is None or held.limiter is not self:
+            raise RuntimeError("this task holds no slot of this limiter to release")
+        held.slot._exit()
+
+    @property
+    def total_tokens(self) -> int:
+        """Slots in all (read-only here: the depth pools fix it)."""
+        return self._alloc.total
+
+    @property
+    def borrowed_tokens(self) -> int:
+        """Slots held now."""
+        st = self._alloc.stats()
+        return int(sum(st["held"]) + st["unreserved_held"])
+
+    @property
+    def available_tokens(self) -> int:
+        """Slots free now (a free slot of a level serves only that level)."""
+        return self.total_tokens - self.borrowed_tokens
+
     def __repr__(self) -> str:
         return f"<DepthLimiter {self.total} slots, {self._levels} levels, {len(self._book)} waiting>"
 
     # ------------------------------------------------------------------
     async def _acquire(self, tree: _Tree, level: int) -> int:
+        try:
+            loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:  # not asyncio: trio, through anyio (checked before anything changes)
+            loop = None
+            _anyio()
         if tree.pid < 0:
             tree.pid = self._free_pids.pop() if self._free_pids else self._fresh_pid()
         try:
@@ -172,14 +275,18 @@ class DepthLimiter:
         tree.active += 1
         if tcb >= 0:
             return tcb
-        fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        fut: asyncio.Future[int] | _EventWaiter = loop.create_future() if loop is not None else _EventWaiter()
         self._book.add(tree.pid, level, fut)
         try:
+            if isinstance(fut, _EventWaiter):
+                await fut.event.wait()
+                return fut.tcb
             return await fut
         except BaseException:
             # Cancelled (or the task is being torn down) while waiting.
-            if fut.done() and not fut.cancelled():
-                self._release(tree, fut.result())  # granted just before: give it back
+            granted = _granted(fut)
+            if granted >= 0:
+                self._release(tree, granted)  # granted just before: give it back
             else:
                 if self._book.contains(tree.pid, fut):
                     for other, tcb in self._book.withdraw(tree.pid, fut):
@@ -222,3 +329,10 @@ class DepthLimiter:
         pid = self._next_pid
         self._next_pid += 1
         return pid
+
+
+def _granted(waiter: asyncio.Future[int] | _EventWaiter) -> int:
+    """The TCB a waiter was granted, -1 if none (yet, or its future was cancelled)."""
+    if isinstance(waiter, _EventWaiter):
+        return waiter.granted()
+    return waiter.result() if waiter.done() and not waiter.cancelled() else -1
