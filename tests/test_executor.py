@@ -232,7 +232,7 @@ def test_shutdown_waits_and_accepts_nested_work_of_accepted_trees(allocator_cls)
     f = ex.submit(parent)
     waiter = threading.Thread(target=ex.shutdown, kwargs={"wait": True})
     waiter.start()
-    time.sleep(0.05)
+    _wait_for(lambda: ex._core.shutdown)  # the waiter is inside shutdown(), and stays there:
     assert waiter.is_alive() and not f.done()  # shutdown(wait=True) waits for the tree
     gate.set()
     waiter.join(WAIT)
@@ -271,6 +271,70 @@ def test_bad_configuration_is_rejected(allocator_cls):
         DepthPoolExecutor([(1, 1), (0, 1)], 4, allocator_cls=allocator_cls)
     with pytest.raises(ValueError):
         DepthPoolExecutor([], allocator_cls=allocator_cls)
+
+
+def test_depths_given_as_a_one_shot_iterator(allocator_cls):
+    """The levels are read once: the allocator and the pool check see the same ones."""
+    with pytest.raises(ValueError, match=r"depths\[1\] \(level 2\) has no pool"):
+        DepthPoolExecutor(iter([(1, 1), (0, 1)]), 4, allocator_cls=allocator_cls)
+    with DepthPoolExecutor(iter([iter((1, 1)), (1, 1)]), allocator_cls=allocator_cls) as ex:
+        assert (ex.levels, ex.max_workers) == (2, 2)
+        nested = ex.submit(lambda: ex.submit(current_level).result(timeout=WAIT))
+        assert nested.result(timeout=WAIT) == 2
+    assert_idle(ex)
+
+
+# ----------------------------------------- the allocator behind the executor's back
+def test_the_allocator_is_read_only():
+    with DepthPoolExecutor([(1, 1)]) as ex:
+        view = ex.allocator
+        for name in ("acquire", "release", "cancel", "release_all", "take_grants", "acquire_many", "release_many"):
+            assert not hasattr(view, name), name
+        assert (view.levels, view.total, view.pending(), view.holder(0), view.level_of(0)) == (1, 1, 0, -1, 1)
+        view.check()
+
+
+def _keeping(handle: list):
+    """An allocator factory that keeps a handle on what it builds, as a user's might."""
+
+    def factory(depths, unreserved):
+        alloc = pyresv.DepthPoolAllocator(depths, unreserved)
+        handle.append(alloc)
+        return alloc
+
+    return factory
+
+
+def test_a_release_behind_its_back_fails_the_future_and_the_executor_keeps_serving():
+    handle: list = []
+    with DepthPoolExecutor([(1, 1)], allocator_cls=_keeping(handle), thread_name_prefix="behind") as ex:
+        gate = threading.Event()
+        running = ex.submit(gate.wait, WAIT)
+        _wait_for(lambda: ex.allocator.holder(0) >= 0)
+        handle[0].release(0)  # the running task's TCB, from outside
+        gate.set()
+        with pytest.raises(pyresv.AllocatorError, match="TCB 0"):
+            running.result(timeout=WAIT)  # the error reaches the task's future ...
+        assert [t.is_alive() for t in _threads("behind")] == [True]  # ... the worker lives on
+        assert ex.submit(current_level).result(timeout=WAIT) == 1
+    assert_idle(ex)
+
+
+def test_a_grant_to_an_outside_request_fails_the_future_and_the_executor_keeps_serving():
+    handle: list = []
+    with DepthPoolExecutor([(1, 1)], allocator_cls=_keeping(handle), thread_name_prefix="foreign") as ex:
+        gate = threading.Event()
+        running = ex.submit(gate.wait, WAIT)
+        _wait_for(lambda: ex.allocator.holder(0) >= 0)
+        assert handle[0].acquire(7) == pyresv.PENDING  # an outside request, queued behind the task
+        gate.set()
+        with pytest.raises(pyresv.AllocatorError, match="grant of TCB 0 to pid 7.*used behind its back"):
+            running.result(timeout=WAIT)
+        assert handle[0].holder(0) == 7
+        handle[0].release(0)  # the outsider gives it back
+        assert [t.is_alive() for t in _threads("foreign")] == [True]
+        assert ex.submit(lambda: "still serving").result(timeout=WAIT) == "still serving"
+    assert_idle(ex)
 
 
 # ------------------------------------------------- the guarded allocator

@@ -15,7 +15,7 @@ drops every pending request of the pid.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Protocol
 
 from pyresv._factory import Allocator, AllocatorFactory
 
@@ -34,6 +34,26 @@ def materialize_depths(depths: Any) -> Any:
     return [tuple(d) if hasattr(d, "__iter__") and not isinstance(d, (str, bytes)) else d for d in depths]
 
 
+class _Queries(Protocol):
+    """The read-only part of the allocator contract (what :class:`AllocatorView` forwards)."""
+
+    @property
+    def levels(self) -> int: ...
+
+    @property
+    def total(self) -> int: ...
+
+    def level_of(self, tcb: int) -> int: ...
+
+    def holder(self, tcb: int) -> int: ...
+
+    def pending(self, pid: int | None = None) -> int: ...
+
+    def stats(self) -> dict[str, Any]: ...
+
+    def check(self) -> None: ...
+
+
 class AllocatorView:
     """An adapter's allocator, read-only: its queries, none of the calls that change it.
 
@@ -44,7 +64,7 @@ class AllocatorView:
 
     __slots__ = ("_alloc",)
 
-    def __init__(self, allocator: Allocator) -> None:
+    def __init__(self, allocator: _Queries) -> None:
         self._alloc = allocator
 
     @property

@@ -33,7 +33,8 @@ from concurrent.futures import Executor, Future
 from typing import Any, Callable, Sequence
 
 from pyresv._factory import Allocator, AllocatorFactory, allocator_class
-from pyresv.adapters import WaitBook
+from pyresv.adapters import AllocatorView, WaitBook, materialize_depths
+from pyresv.errors import AllocatorError
 
 __all__ = ["DepthPoolExecutor", "LockedAllocator", "current_level"]
 
@@ -239,23 +240,39 @@ class _Core:
             else:
                 self.book.add(item.tree.pid, item.level, item)
 
-    def finish(self, tcb: int, item: _Item) -> _Item | None:
+    def finish(self, tcb: int, item: _Item) -> tuple[_Item | None, BaseException | None]:
         """Return ``tcb`` after ``item`` ran; start what it was granted to.
 
         Returns the item granted this same TCB, for the calling worker to run
-        next without a round trip through its slot.
+        next without a round trip through its slot, and the error the
+        allocator raised, if any, for ``item``'s future. Errors come only from
+        use of the allocator behind the executor's back (through an
+        ``allocator_cls`` that kept a handle): the TCB was released already,
+        or a grant went to a request the executor did not make. The worker
+        reports it and keeps serving; every grant it can match is handed on.
         """
         mine = None
+        error: BaseException | None = None
         with self.lock:
-            self.alloc.release(tcb)
+            try:
+                self.alloc.release(tcb)
+            except BaseException as exc:
+                error = exc
             for pid, t in self.alloc.take_grants():
-                _level, granted = self.book.pop(pid, t)
+                try:
+                    _level, granted = self.book.pop(pid, t)
+                except KeyError as exc:
+                    if error is None:
+                        error = AllocatorError(
+                            f"{exc.args[0]}: the executor's allocator was used behind its back"
+                        )
+                    continue
                 if t == tcb:
                     mine = granted
                 else:
                     self._hand(t, granted)
             self._task_done(item.tree)
-        return mine
+        return mine, error
 
     def cancel_pending(self) -> list[_Item]:
         """Withdraw every queued item (``shutdown(cancel_futures=True)``)."""
@@ -290,7 +307,9 @@ def _worker(core: _Core, tcb: int) -> None:
                     _running.reset(token)
                 # The TCB goes back before the future completes: whoever waits
                 # on the result finds the allocator already without this task.
-                nxt = finish(tcb, item)
+                nxt, error = finish(tcb, item)
+                if error is not None and exc is None:
+                    exc = error
                 if exc is None:
                     future.set_result(result)
                 else:
@@ -298,7 +317,7 @@ def _worker(core: _Core, tcb: int) -> None:
                     exc = None  # break the traceback -> frame -> exc cycle
                 result = None
             else:  # cancelled while queued: just give the TCB back
-                nxt = finish(tcb, item)
+                nxt, _error = finish(tcb, item)  # a cancelled future has no one to tell
             item = nxt
 
 
@@ -338,6 +357,7 @@ class DepthPoolExecutor(Executor):
     ) -> None:
         if allocator_cls is None:
             allocator_cls = allocator_class("auto")
+        depths = materialize_depths(depths)  # read once: the allocator and the check see the same levels
         allocator = allocator_cls(depths, unreserved)
         pools = [int(p) for p, _size in depths]
         for level, p in enumerate(pools, start=1):
@@ -352,9 +372,13 @@ class DepthPoolExecutor(Executor):
         weakref.finalize(self, _stop_when_idle, self._core)
 
     @property
-    def allocator(self) -> LockedAllocator:
-        """The executor's allocator, behind its lock."""
-        return self._core.locked
+    def allocator(self) -> AllocatorView:
+        """The executor's allocator, read-only (its queries, under its lock).
+
+        A request or release made behind the executor's back would hand a
+        grant to no task, so the calls that change it are not exposed.
+        """
+        return AllocatorView(self._core.locked)
 
     @property
     def max_workers(self) -> int:
