@@ -19,6 +19,7 @@ __all__ = [
     "INT32_MAX",
     "WAKE_POLICIES",
     "is_int",
+    "check_depths",
     "validate_shape",
     "batch_arrays",
     "int_array",
@@ -54,21 +55,34 @@ def _count(name: str, value: Any, minimum: int) -> int:
     return int(value)
 
 
-def _depths(depths: Any) -> tuple[tuple[int, int], ...]:
-    try:
-        items = list(depths)
-    except TypeError:
-        raise ValueError(f"depths must be a sequence of (pools, pool_size), got {depths!r}") from None
+def check_depths(value: Any, key: str = "depths") -> tuple[tuple[int, int], ...]:
+    """``value`` as ``((pools, pool_size), ...)``, one pair per depth level (FIG 3).
+
+    The one check of a depths list: the allocators' constructors call it, and
+    so does every config reader (``key`` is then the dotted config key, such as
+    ``reservation.depths``). ``pools >= 0``, ``pool_size >= 1``, both ints that
+    fit the core's 32 bits. Raises ``ValueError`` whose message starts with
+    ``key`` and the index at fault.
+    """
+    if isinstance(value, (str, bytes)):
+        items = None
+    else:
+        try:
+            items = list(value)
+        except TypeError:
+            items = None
     if not items:
-        raise ValueError("depths must name at least one level")
+        raise ValueError(f"{key}: must be a non-empty list of (pools, pool_size) pairs, got {value!r}")
     out = []
-    for i, item in enumerate(items, start=1):
+    for i, item in enumerate(items):
+        if isinstance(item, (str, bytes)):
+            item = None
         try:
             pools, size = item
         except (TypeError, ValueError):
-            raise ValueError(f"depths[{i - 1}] (level {i}) must be (pools, pool_size), got {item!r}") from None
-        pools = _count(f"depths[{i - 1}] pools (level {i})", pools, 0)
-        size = _count(f"depths[{i - 1}] pool_size (level {i})", size, 1)
+            raise ValueError(f"{key}[{i}]: must be a (pools, pool_size) pair (level {i + 1}), got {item!r}") from None
+        pools = _count(f"{key}[{i}]: pools (level {i + 1})", pools, 0)
+        size = _count(f"{key}[{i}]: pool_size (level {i + 1})", size, 1)
         out.append((pools, size))
     return tuple(out)
 
@@ -81,7 +95,7 @@ def validate_shape(
     Raises ``ValueError`` naming the first bad argument, including the core's
     32-bit limits (ids and the ``pid * levels + level`` table index are int32).
     """
-    levels = _depths(depths)
+    levels = check_depths(depths)
     unreserved = _count("unreserved", unreserved, 0)
     max_processes = _count("max_processes", max_processes, 1)
     max_waiters = _count("max_waiters", max_waiters, 1)

@@ -96,11 +96,11 @@ def test_nbytes_counts_the_c_arrays() -> None:
 @pytest.mark.parametrize(
     ("args", "kwargs", "match"),
     [
-        (([],), {}, "at least one level"),
-        ((5,), {}, "depths must be a sequence"),
-        (([(1,)],), {}, r"depths\[0\] \(level 1\) must be \(pools, pool_size\)"),
-        (([(-1, 2)],), {}, r"depths\[0\] pools \(level 1\) must be >= 0"),
-        (([(1, 0)],), {}, r"depths\[0\] pool_size \(level 1\) must be >= 1"),
+        (([],), {}, "depths: must be a non-empty list of"),
+        ((5,), {}, r"depths: must be a non-empty list of \(pools, pool_size\) pairs, got 5"),
+        (([(1,)],), {}, r"depths\[0\]: must be a \(pools, pool_size\) pair \(level 1\)"),
+        (([(-1, 2)],), {}, r"depths\[0\]: pools \(level 1\) must be >= 0"),
+        (([(1, 0)],), {}, r"depths\[0\]: pool_size \(level 1\) must be >= 1"),
         (([(1, 2.5)],), {}, "pool_size .* must be an int"),
         (([(1, 2)], -1), {}, "unreserved must be >= 0"),
         (([(1, 2)], True), {}, "unreserved must be an int"),
@@ -111,8 +111,8 @@ def test_nbytes_counts_the_c_arrays() -> None:
         (([(1, 2)],), {"max_processes": 2**40}, "max_processes must be <= 2147483647, got 1099511627776"),
         (([(1, 2)],), {"max_waiters": 2**31}, "max_waiters must be <= 2147483647, got 2147483648"),
         (([(1, 2)], 2**31), {}, "unreserved must be <= 2147483647"),
-        (([(2**31, 1)],), {}, r"depths\[0\] pools \(level 1\) must be <= 2147483647"),
-        (([(1, 2**31)],), {}, r"depths\[0\] pool_size \(level 1\) must be <= 2147483647"),
+        (([(2**31, 1)],), {}, r"depths\[0\]: pools \(level 1\) must be <= 2147483647"),
+        (([(1, 2**31)],), {}, r"depths\[0\]: pool_size \(level 1\) must be <= 2147483647"),
         (([(1, 2)], 2**31 - 2), {}, "2147483648 TCBs in all; at most 2147483646 are supported"),
         (([(2**30, 2)],), {}, "2147483648 TCBs in all"),
         (

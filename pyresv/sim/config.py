@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+from pyresv import _validate
 from pyresv.errors import ConfigError
 from pyresv.sim.policies import POLICIES
 from pyresv.sim.topology import carve, levels_needed
@@ -115,21 +116,11 @@ def _choice(*options: str) -> Validator:
 
 
 def depths_value(key: str, value: Any) -> tuple[tuple[int, int], ...]:
-    # FIG 3A-3C: one [pools, pool_size] pair per depth level.
-    if not isinstance(value, (list, tuple)) or not value:
-        raise ConfigError(f"{key}: must be a non-empty list of [pools, pool_size] pairs, got {value!r}")
-    out = []
-    for i, item in enumerate(value):
-        k = f"{key}[{i}]"
-        if not isinstance(item, (list, tuple)) or len(item) != 2:
-            raise ConfigError(f"{k}: must be a [pools, pool_size] pair, got {item!r}")
-        pools, size = item
-        if isinstance(pools, bool) or not isinstance(pools, int) or pools < 0:
-            raise ConfigError(f"{k}: pools must be an integer >= 0, got {pools!r}")
-        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-            raise ConfigError(f"{k}: pool_size must be >= 1, got {size!r}")
-        out.append((pools, size))
-    return tuple(out)
+    # FIG 3A-3C: one [pools, pool_size] pair per depth level; the allocators' own check.
+    try:
+        return _validate.check_depths(value, key)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def _range_ms(key: str, value: Any) -> tuple[float, float]:
