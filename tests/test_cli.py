@@ -119,7 +119,7 @@ def test_simulate_policy_override(tmp_path: Path, capsys: pytest.CaptureFixture[
     ("text", "key"),
     [
         ("[controller]\nclusterz = 2\n", "controller.clusterz: unknown key"),
-        ("[reservation]\ndepths = [[4, 9], [4, 0]]\n", "reservation.depths[1]: pool_size must be >= 1"),
+        ("[reservation]\ndepths = [[4, 9], [4, 0]]\n", "reservation.depths[1]: pool_size (level 2) must be >= 1"),
         ('[controller]\npolicy = "both"\n', "controller.policy: must be one of"),
         ("[workload]\nread_fraction = 2\n", "workload.read_fraction: must be <= 1"),
     ],
