@@ -195,8 +195,8 @@ def _cmd_faults(args: argparse.Namespace) -> int:
     return 0
 
 
-# ------------------------------------------------- sweep / size / report
-# Their options and logic live in pyresv.tools.sweep, pyresv.tools.sizing, pyresv.tools.report.
+# --------------------------------------- compare / sweep / size / report
+# Their options and logic live in pyresv.tools.compare, .sweep, .sizing and .report.
 def _args_sweep(p: argparse.ArgumentParser) -> None:
     from pyresv.tools.sweep import add_arguments
 
@@ -205,6 +205,18 @@ def _args_sweep(p: argparse.ArgumentParser) -> None:
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
     from pyresv.tools.sweep import run_cli
+
+    return run_cli(args)
+
+
+def _args_compare(p: argparse.ArgumentParser) -> None:
+    from pyresv.tools.compare import add_arguments
+
+    add_arguments(p)
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from pyresv.tools.compare import run_cli
 
     return run_cli(args)
 
@@ -242,6 +254,8 @@ COMMANDS: dict[str, Command] = {
     "simulate": ("simulate a workload (built-in default config when none is given)", _args_simulate, _cmd_simulate),
     "faults": ("run the fault-injection scenarios (cluster failover, owner death, message loss)",
                _args_faults, _cmd_faults),
+    "compare": ("run each policy over seeds with the same TCBs per cluster: what safety costs",
+                _args_compare, _cmd_compare),
     "sweep": ("run the product of config values x seeds on Dask, one CSV row per run", _args_sweep, _cmd_sweep),
     "size": ("find the smallest deadlock-free reservation within 5 percent of unconstrained throughput",
              _args_size, _cmd_size),

@@ -7,6 +7,8 @@ global backend switch, nothing ever shown; files are written and closed.
 * :func:`write_run` (``pyresv simulate --out DIR``): ``metrics.csv`` (per
   sample, cluster and level: TCBs held, queued requests, completed host
   operations), ``utilisation.png``, ``queues.png``, ``latency.png``.
+* :func:`write_compare` (``pyresv compare --out DIR``): ``compare.png``,
+  latency per policy, each run a dot, deadlocked runs marked.
 * :func:`write_demo` (``pyresv demo --out DIR``): ``demo.png``, every patent
   scenario (and the stress workload) under each policy side by side.
 """
@@ -44,6 +46,8 @@ __all__ = [
     "write_run",
     "plot_demo",
     "write_demo",
+    "plot_compare",
+    "write_compare",
 ]
 
 #: Columns of ``metrics.csv``: one row per (sample, cluster, level).
@@ -245,3 +249,65 @@ def write_demo(summaries: Sequence[dict[str, Any]], out: str | Path) -> list[Pat
     """``demo --out DIR``: write ``demo.png``; returns the paths."""
     d = out_dir(out)
     return [save(plot_demo(summaries), d / "demo.png")]
+
+
+# ------------------------------------------------------------------ compare
+def plot_compare(
+    rows: Sequence[dict[str, Any]],
+    runs: dict[str, list[dict[str, Any]]],
+    price: dict[str, Any],
+    tcbs_per_cluster: int,
+) -> Figure:
+    """Mean p50 and p99 latency per policy (bars, over the runs that did not
+    deadlock), each run's p99 as a dot; a deadlocked run is a red cross at the
+    p99 of the operations it completed (at 0 when none) and its policy is
+    labelled with how many runs deadlocked."""
+    fig = new_figure(8.0, 4.5)
+    ax = fig.subplots()
+    x = np.arange(len(rows))
+    width = 0.35
+    top = 0.0
+    for i, r in enumerate(rows):
+        policy = r["policy"]
+        color = POLICY_COLORS.get(policy, f"C{i}")
+        lat = r["latency_ms"]
+        for k, (q, alpha) in enumerate((("p50", 0.45), ("p99", 1.0))):
+            if lat[q] is not None:
+                ax.bar(x[i] + (k - 0.5) * width, lat[q], width, color=color, alpha=alpha, edgecolor="black",
+                       label=q if i == 0 else None)
+                top = max(top, lat[q])
+        for s in runs.get(policy, []):
+            p99 = s["latency_ms"]["p99"]
+            y = 0.0 if p99 is None else p99
+            top = max(top, y)
+            if s["deadlocked"]:
+                ax.plot(x[i] + 0.5 * width, y, marker="x", color="#d62728", markersize=9, mew=2, linestyle="none")
+            else:
+                ax.plot(x[i] + 0.5 * width, y, marker="o", color="black", markersize=4, linestyle="none")
+    for i, r in enumerate(rows):
+        if r["deadlocked_runs"]:
+            ax.text(x[i], top * 1.04 if top else 1.0, f"{r['deadlocked_runs']}/{r['runs']} runs\nDEADLOCKED",
+                    ha="center", va="bottom", color="#d62728", fontweight="bold", fontsize="small")
+    ax.set_xticks(x, [r["policy"] for r in rows])
+    ax.set_ylim(0, (top or 1.0) * 1.25)
+    ax.set_ylabel("host-operation latency (ms)")
+    ax.legend(title="mean over runs that completed; dots: each run's p99, x: deadlocked",
+              fontsize="small", title_fontsize="small", loc="upper left")
+    ax.grid(axis="y", alpha=0.3)
+    title = f"Latency per policy, {tcbs_per_cluster} TCBs per cluster"
+    if price.get("p99") is not None:
+        title += f": depth's p99 is {price['p99']:.2f}x {price['against']}'s"
+    fig.suptitle(title)
+    return fig
+
+
+def write_compare(
+    rows: Sequence[dict[str, Any]],
+    runs: dict[str, list[dict[str, Any]]],
+    price: dict[str, Any],
+    tcbs_per_cluster: int,
+    out: str | Path,
+) -> list[Path]:
+    """``compare --out DIR``: write ``compare.png``; returns the paths."""
+    d = out_dir(out)
+    return [save(plot_compare(rows, runs, price, tcbs_per_cluster), d / "compare.png")]
