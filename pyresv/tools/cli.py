@@ -257,7 +257,8 @@ COMMANDS: dict[str, Command] = {
     "compare": ("run each policy over seeds with the same TCBs per cluster: what safety costs",
                 _args_compare, _cmd_compare),
     "sweep": ("run the product of config values x seeds on Dask, one CSV row per run", _args_sweep, _cmd_sweep),
-    "size": ("find the smallest deadlock-free reservation within 5 percent of unconstrained throughput",
+    "size": ("find the smallest deadlock-free reservation within 5 percent of unconstrained throughput, "
+             "or with --budget T the split of T TCBs with the lowest p99",
              _args_size, _cmd_size),
     "report": ("plot deadlock rate and throughput against reserve size from a sweep CSV",
                _args_report, _cmd_report),

@@ -38,18 +38,39 @@ Search (greedy, assuming more TCBs never hurt; everything tried is recorded):
    that passes, kept if it totals fewer TCBs than the answer of step 3.
    ``pool_size`` stays 1: a larger pool is owned by one process that can use
    only one of its TCBs.
+
+``size --budget T`` asks another question: how to split exactly ``T`` TCBs
+per cluster (pools of one TCB per level, at least one per level, the rest
+unreserved, and the wake order of the unreserved TCBs) for the lowest mean
+p99 latency over the seeds. Every such split is deadlock-free by the patent's
+argument ([0021], [0038]; :data:`BUDGET_SAFETY`), so the search is about
+latency only, and it is priced against ``deepest-first`` with the same ``T``
+TCBs (:mod:`pyresv.tools.compare`). The search, never an enumeration of the
+``2 * C(T, D)`` splits:
+
+1. the [0021] bound, one pool per level and ``T - D`` unreserved, under both
+   wake orders (and deepest-first, in the same batch); the faster order stays;
+2. a compass search from there: for each level, ``step`` TCBs more or fewer
+   in its pools (from or to the unreserved TCBs); move to the fastest
+   neighbour while one is faster, else halve ``step``; ``step`` starts at
+   the largest power of two <= ``(T - D) / 2D`` and the search ends below 1,
+   or after ``max_tries`` splits. A batch of neighbours runs in parallel on
+   Dask when a client is given.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
+import sys
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from pyresv._factory import ALLOCATORS
 from pyresv.errors import ConfigError
 from pyresv.sim.config import Config, default_config, load
+from pyresv.tools.compare import policy_row
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -60,6 +81,13 @@ __all__ = [
     "SizeResult",
     "lower_bound",
     "size",
+    "BUDGET_MAX",
+    "BUDGET_MAX_TRIES",
+    "BUDGET_SAFETY",
+    "Split",
+    "BudgetTrial",
+    "BudgetResult",
+    "size_budget",
     "add_arguments",
     "run_cli",
 ]
@@ -392,6 +420,279 @@ def size(
     )
 
 
+# ------------------------------------------------------------ size --budget
+#: ``size --budget T``: the largest T accepted, and the default bound on candidates run.
+BUDGET_MAX = 65536
+BUDGET_MAX_TRIES = 64
+
+#: Why every candidate of ``size --budget`` is deadlock-free (printed with the search).
+BUDGET_SAFETY = (
+    "every candidate keeps at least one pool of one TCB per level, so none can deadlock: a process "
+    "holds at most one TCB per cluster and level, each process gets what it needs to complete at its "
+    "level ([0021]), and each hop to another cluster is one level deeper ([0038]), so a level waits "
+    "only on deeper ones and the deepest on nothing"
+)
+
+
+@dataclass(frozen=True)
+class Split:
+    """One candidate of ``size --budget``: the pools per level (of one TCB each;
+    the rest of the budget is unreserved) and the wake order of the unreserved TCBs."""
+
+    pools: tuple[int, ...]
+    wake: str
+
+    def reservation(self, budget: int) -> Reservation:
+        """The split as a :class:`Reservation` of exactly ``budget`` TCBs."""
+        return Reservation(tuple((p, 1) for p in self.pools), budget - sum(self.pools))
+
+
+@dataclass(frozen=True)
+class BudgetTrial:
+    """One split run over every seed."""
+
+    reservation: Reservation
+    wake: str
+    stage: str
+    deadlocks: int
+    timeouts: int
+    errors: list[str]
+    latency_ms: dict[str, float | None]
+    throughput_ops_per_s: float | None
+    ok: bool
+
+    @property
+    def p99(self) -> float:
+        """Mean p99 for ranking (infinite when nothing completed)."""
+        p99 = self.latency_ms["p99"]
+        return math.inf if p99 is None else p99
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``tried`` entry."""
+        d: dict[str, Any] = {
+            "depths": [list(x) for x in self.reservation.depths],
+            "unreserved": self.reservation.unreserved,
+            "wake": self.wake,
+            "tcbs_per_cluster": self.reservation.total,
+            "deadlocks": self.deadlocks,
+            "timeouts": self.timeouts,
+            "latency_ms_p50": self.latency_ms["p50"],
+            "latency_ms_p99": self.latency_ms["p99"],
+            "throughput_ops_per_s": self.throughput_ops_per_s,
+            "ok": self.ok,
+            "stage": self.stage,
+        }
+        if self.errors:
+            d["errors"] = self.errors
+        return d
+
+
+@dataclass
+class BudgetResult:
+    """The answer of :func:`size_budget`, the deepest-first runs it is priced
+    against, and every split tried."""
+
+    budget: int
+    answer: BudgetTrial
+    deepest_first: dict[str, Any]
+    price_of_safety: dict[str, Any]
+    lower_bound: Reservation
+    seeds: list[int]
+    system_tcbs: int
+    splits: int
+    tried: list[BudgetTrial] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``size --budget --json`` object: today's fields (those of the
+        throughput search are null: no unconstrained run, no tolerance), plus
+        ``wake``, ``latency_ms`` and ``price_of_safety``."""
+        a = self.answer
+        return {
+            "depths": [list(d) for d in a.reservation.depths],
+            "unreserved": a.reservation.unreserved,
+            "wake": a.wake,
+            "tcbs_per_cluster": a.reservation.total,
+            "latency_ms": dict(a.latency_ms),
+            "throughput_ops_per_s": a.throughput_ops_per_s,
+            "price_of_safety": self.price_of_safety,
+            "tried": [t.to_dict() for t in self.tried],
+            "budget": self.budget,
+            "deepest_first": self.deepest_first,
+            "splits": self.splits,
+            "fits_system_tcbs": a.reservation.total <= self.system_tcbs,
+            "system_tcbs": self.system_tcbs,
+            "lower_bound": self.lower_bound.to_dict(),
+            "unconstrained": None,
+            "unconstrained_throughput_ops_per_s": None,
+            "unconstrained_latency_ms_p99": None,
+            "tolerance": None,
+            "latency_factor": None,
+            "seeds": self.seeds,
+        }
+
+
+class _BudgetSearch:
+    """Runs batches of splits over the seeds (on Dask when given a client), caching every trial."""
+
+    def __init__(self, config: Config, budget: int, seeds: int, client: Client | None, allocator: str,
+                 max_tries: int, log: Callable[[str], None] | None) -> None:
+        self.budget = budget
+        self.base = config.with_overrides({
+            "controller.policy": "depth",
+            "reservation.system_tcbs": max(config.reservation.system_tcbs, budget),
+        })
+        self.seeds = [self.base.controller.seed + i for i in range(seeds)]
+        self.client = client
+        self.allocator = allocator
+        self.max_tries = max_tries
+        self.log = log
+        self.cache: dict[Split, BudgetTrial] = {}
+        self.tried: list[BudgetTrial] = []
+
+    def _configs(self, policy: str, r: Reservation, wake: str) -> list[dict[str, Any]]:
+        return [
+            self.base.with_overrides({
+                "controller.policy": policy,
+                "reservation.depths": [list(d) for d in r.depths],
+                "reservation.unreserved": r.unreserved,
+                "reservation.wake": wake,
+                "controller.seed": seed,
+            }).to_dict()
+            for seed in self.seeds
+        ]
+
+    def run(
+        self, splits: Sequence[Split], stage: str, extra: Sequence[dict[str, Any]] = ()
+    ) -> tuple[list[BudgetTrial], list[Any]]:
+        """Run the splits not tried yet (at most what ``max_tries`` leaves) and
+        the ``extra`` configs in one batch; the trials of ``splits`` that ran or
+        were cached, and the extra outcomes."""
+        from pyresv.tools.sweep import execute
+
+        todo: list[Split] = []
+        for s in splits:
+            if s not in self.cache and s not in todo and len(self.tried) + len(todo) < self.max_tries:
+                todo.append(s)
+        configs = [c for s in todo for c in self._configs("depth", s.reservation(self.budget), s.wake)]
+        outcomes = execute([*configs, *extra], self.client, allocator=self.allocator)
+        n = len(self.seeds)
+        for i, s in enumerate(todo):
+            got = outcomes[i * n : (i + 1) * n]
+            errors = [o.error for o in got if o.error]
+            sums = [o.summary for o in got if o.summary is not None]
+            deadlocks = sum(1 for x in sums if x["deadlocked"])
+            timeouts = sum(1 for x in sums if x["timed_out"])
+            row = policy_row("depth", sums)
+            t = BudgetTrial(s.reservation(self.budget), s.wake, stage, deadlocks, timeouts, errors,
+                            row["latency_ms"], row["throughput_ops_per_s"],
+                            not errors and deadlocks == 0 and timeouts == 0)
+            self.cache[s] = t
+            self.tried.append(t)
+            if self.log:
+                self.log(_budget_line(t))
+        return [self.cache[s] for s in splits if s in self.cache], outcomes[len(configs):]
+
+
+def _budget_line(t: BudgetTrial) -> str:
+    r = t.reservation
+    pools = " ".join(str(p) for p, _ in r.depths)
+    p99 = "-" if t.latency_ms["p99"] is None else f"{t.latency_ms['p99']:.3f}"
+    p50 = "-" if t.latency_ms["p50"] is None else f"{t.latency_ms['p50']:.3f}"
+    status = "ok" if t.ok else "no"
+    extra = f" ({len(t.errors)} errors: {t.errors[0]})" if t.errors else ""
+    return (f"  {t.stage:<8} pools per level {pools:<14} unreserved {r.unreserved:<5} wake {t.wake:<8} "
+            f"deadlocks {t.deadlocks}  p50 {p50:>9} ms  p99 {p99:>9} ms  {status}{extra}")
+
+
+def size_budget(
+    config: Config,
+    budget: int,
+    seeds: int = 3,
+    *,
+    client: Client | None = None,
+    allocator: str = "auto",
+    max_tries: int = BUDGET_MAX_TRIES,
+    log: Callable[[str], None] | None = None,
+) -> BudgetResult:
+    """The split of exactly ``budget`` TCBs per cluster into pools per level
+    (one TCB each, at least one per level) plus unreserved TCBs, and the wake
+    order, with the lowest mean p99 latency over the seeds and no deadlock.
+
+    A compass search, not an enumeration (see the module docstring, ``size
+    --budget``); at most ``max_tries`` splits run. Raises :class:`ConfigError`
+    for bad arguments before anything runs, ``RuntimeError`` when no split
+    completed on every seed.
+    """
+    levels = config.levels
+    if isinstance(budget, bool) or not isinstance(budget, int) or budget < levels:
+        raise ConfigError(f"--budget: must be >= {levels} (one pool of one TCB per level, [0021]), got {budget!r}")
+    if budget > BUDGET_MAX:
+        raise ConfigError(f"--budget: must be <= {BUDGET_MAX}, got {budget}")
+    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
+        raise ConfigError(f"--seeds: must be an integer >= 1, got {seeds!r}")
+    if isinstance(max_tries, bool) or not isinstance(max_tries, int) or max_tries < 1:
+        raise ConfigError(f"--max-tries: must be >= 1, got {max_tries!r}")
+    s = _BudgetSearch(config, budget, seeds, client, allocator, max_tries, log)
+    bound = (1,) * levels
+    lb = Reservation(tuple((1, 1) for _ in range(levels)), 0)
+    if log:
+        log(f"budget: {budget} TCBs per cluster over {levels} levels, split into pools of one TCB per level "
+            "plus unreserved TCBs")
+        log(f"{BUDGET_SAFETY[0].upper()}{BUDGET_SAFETY[1:]}.")
+        log("tried:")
+    # Stage 1: the [0021] bound, the rest unreserved, under both wake orders;
+    # deepest-first with the same TCBs runs in the same batch.
+    df_configs = s._configs("deepest-first", Split(bound, "deepest").reservation(budget), "deepest")
+    first, df_outcomes = s.run([Split(bound, "deepest"), Split(bound, "fifo")], "bound", df_configs)
+    df_errors = [o.error for o in df_outcomes if o.error]
+    if df_errors:
+        raise RuntimeError(f"a deepest-first run failed: {df_errors[0]}")
+    deepest_first = policy_row("deepest-first", [o.summary for o in df_outcomes])
+    ok = [t for t in first if t.ok]
+    if not ok:
+        raise RuntimeError(f"the bound {lb.to_dict()} did not complete on every seed: {_budget_line(first[0])}")
+    best = min(ok, key=lambda t: t.p99)
+    wake = best.wake
+    x = bound
+    # Stage 2: compass search over the pools per level, moving `step` TCBs
+    # between a level's pools and the unreserved TCBs; the step halves when no
+    # neighbour is faster.
+    step = 1
+    while step * 2 <= (budget - levels) // (2 * levels):
+        step *= 2
+    while step >= 1 and len(s.tried) < max_tries:
+        neighbours = []
+        for lv in range(levels):
+            for d in (step, -step):
+                y = list(x)
+                y[lv] += d
+                if y[lv] >= 1 and sum(y) <= budget:
+                    neighbours.append(Split(tuple(y), wake))
+        trials, _ = s.run(neighbours, f"step {step}")
+        better = [t for t in trials if t.ok and t.p99 < best.p99]
+        if better:
+            best = min(better, key=lambda t: t.p99)
+            x = tuple(p for p, _ in best.reservation.depths)
+        else:
+            step //= 2
+    price = {"against": "deepest-first", "p50": None, "p99": None}
+    if deepest_first["deadlocked_runs"] == 0:
+        for q in ("p50", "p99"):
+            mine, theirs = best.latency_ms[q], deepest_first["latency_ms"][q]
+            price[q] = round(mine / theirs, 4) if mine is not None and theirs else None
+    return BudgetResult(
+        budget=budget,
+        answer=best,
+        deepest_first=deepest_first,
+        price_of_safety=price,
+        lower_bound=lb,
+        seeds=s.seeds,
+        system_tcbs=config.reservation.system_tcbs,
+        splits=2 * math.comb(budget, levels),
+        tried=s.tried,
+    )
+
+
 # --------------------------------------------------------------------- CLI
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The options of ``pyresv size``."""
@@ -403,9 +704,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "complete), then finds the smallest uniform pool count, trims each level deepest first, and "
         "tries the lower bound plus unreserved TCBs; everything tried is printed. Throughput counts the "
         "whole simulated time, so a light workload may pass at the bound while its latency grows: "
-        "--latency-factor adds a p99 rule."
+        "--latency-factor adds a p99 rule. With --budget T it finds instead the split of exactly T TCBs "
+        "per cluster (pools of one TCB per level, at least one per level, the rest unreserved, and the "
+        "wake order) with the lowest mean p99 latency: a compass search from the [0021] bound, at most "
+        "--max-tries splits, priced against deepest-first with the same T TCBs."
     )
     p.add_argument("config", nargs="?", metavar="CONFIG", help="TOML config (default: the built-in one)")
+    p.add_argument("--budget", type=int, metavar="T",
+                   help="instead: the split of exactly T TCBs per cluster (pools per level, unreserved, wake) "
+                        "with the lowest p99 latency, priced against deepest-first with T TCBs")
+    p.add_argument("--max-tries", type=int, default=BUDGET_MAX_TRIES, metavar="N",
+                   help=f"--budget: run at most N splits (default {BUDGET_MAX_TRIES})")
     p.add_argument("--seeds", type=int, default=3, help="seeds per candidate: controller.seed + 0 .. N-1 (default 3)")
     p.add_argument("--tolerance", type=float, default=0.05,
                    help="allowed throughput loss against the unconstrained run (default 0.05)")
@@ -420,12 +729,66 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="allocator implementation (default: the compiled core when built)")
 
 
+def _run_budget(
+    config: Config, args: argparse.Namespace, budget: int, log: Callable[[str], None] | None,
+    out: Callable[[str], None],
+) -> int:
+    """``pyresv size --budget T``."""
+    def search(client: Client | None) -> BudgetResult:
+        return size_budget(config, budget, args.seeds, client=client, allocator=args.allocator,
+                           max_tries=args.max_tries, log=log)
+
+    # Bad arguments are refused before a Dask cluster starts.
+    if budget < config.levels or budget > BUDGET_MAX or args.max_tries < 1 or args.seeds < 1:
+        search(None)  # raises ConfigError naming the argument
+    try:
+        if args.scheduler or args.workers > 0:
+            from pyresv.tools.sweep import open_client
+
+            with open_client(args.workers or 1, args.scheduler) as client:
+                result = search(client)
+        else:
+            result = search(None)
+    except RuntimeError as exc:
+        print(f"pyresv size: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        out(json.dumps(result.to_dict(), indent=2))
+        return 0
+    a, df = result.answer, result.deepest_first
+
+    def ms(v: float | None) -> str:
+        return "-" if v is None else f"{v:.3f} ms"
+
+    out("")
+    out(f"answer: depths {[list(d) for d in a.reservation.depths]}, unreserved {a.reservation.unreserved}, "
+        f"wake {a.wake!r} ({a.reservation.total} TCBs per cluster): p50 {ms(a.latency_ms['p50'])}, "
+        f"p99 {ms(a.latency_ms['p99'])}, no deadlock over seeds {result.seeds}")
+    out(f"deepest-first with the same {result.budget} TCBs: p50 {ms(df['latency_ms']['p50'])}, "
+        f"p99 {ms(df['latency_ms']['p99'])}, {df['deadlocked_runs']} of {df['runs']} runs deadlocked")
+    pos = result.price_of_safety
+    if pos["p99"] is None:
+        out("price of safety: none to pay: deepest-first deadlocked (or completed nothing)")
+    else:
+        out(f"price of safety: p99 {pos['p99']:.3f}x deepest-first's (p50 "
+            f"{'-' if pos['p50'] is None else format(pos['p50'], '.3f')}x)")
+    out(f"searched {len(result.tried)} of {result.splits:,} splits (compass search from the [0021] bound)")
+    if a.reservation.total > result.system_tcbs:
+        out(f"warning: the answer needs {a.reservation.total} TCBs, more than reservation.system_tcbs = "
+            f"{result.system_tcbs}")
+    return 0
+
+
 def run_cli(args: argparse.Namespace, *, out: Callable[[str], None] = print) -> int:
-    """``pyresv size``: print what was tried and the answer (or JSON)."""
+    """``pyresv size``: print what was tried and the answer (or JSON); with
+    ``--budget T`` the best split of T TCBs (exit 1 when no split completed)."""
     config = load(args.config) if args.config else default_config()
     if args.workers < 0:
         raise ConfigError(f"--workers: must be >= 0, got {args.workers}")
     log = None if args.json else out
+    budget = getattr(args, "budget", None)
+    if budget is not None:
+        return _run_budget(config, args, budget, log, out)
     if log and config.controller.policy != "depth":
         log(f"note: controller.policy is {config.controller.policy!r}; sizing is for the depth policy")
     if args.scheduler or args.workers > 0:
