@@ -84,3 +84,19 @@ def test_stress_example_is_the_demos_stress_workload() -> None:
     from pyresv.sim.scenarios import STRESS_TOML, get
 
     assert load(EXAMPLES / "stress.toml") == loads(STRESS_TOML) == get("stress").config("depth")
+
+
+def test_heavy_example_three_clusters_four_levels_shared_deadlocks_depth_completes() -> None:
+    # examples/heavy.toml, the README's "What safety costs" workload (seed 1 only, to stay quick).
+    from pyresv.sim.config import load
+    from pyresv.sim.engine import run
+
+    config = load(EXAMPLES / "heavy.toml")
+    assert (config.controller.clusters, config.levels) == (3, 4)
+    runs = {p: run(config.with_overrides({"controller.policy": p})).summary()
+            for p in ("shared", "deepest-first", "depth")}
+    assert {r["tcbs_per_cluster"] for r in runs.values()} == {48}
+    assert runs["shared"]["deadlocked"] and runs["shared"]["deadlock_cycle"]
+    for p in ("deepest-first", "depth"):
+        assert not runs[p]["deadlocked"] and runs[p]["completed_ops"] == runs[p]["issued_ops"] > 5000
+        assert runs[p]["pit_violations"] == 0
