@@ -397,6 +397,21 @@ def test_users_queue_count_over_time(make):
     assert res.capacity == 1
 
 
+@pytest.mark.parametrize("kind", ["resource", "priority"])
+def test_users_and_queue_are_live_like_simpys_lists(make, kind):
+    env = simpy.Environment()
+    res = make(env, 1, kind)
+    users, queue = res.users, res.queue
+    assert queue is res.put_queue and len(res.get_queue) == 0
+    a = res.request()
+    b = res.request()
+    assert (list(users), list(queue), len(users), len(queue)) == ([a], [b], 1, 1)
+    assert users == [a] and users[0] is a and b in queue and a not in queue
+    res.release(a)
+    env.run()
+    assert (list(users), len(queue)) == ([b], 0)
+
+
 def test_leaving_the_with_block_cancels_a_waiting_request(make):
     env = simpy.Environment()
     res = make(env, 1)

@@ -40,7 +40,7 @@ from __future__ import annotations
 import itertools
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Iterator, NamedTuple, Protocol, cast
+from typing import Any, Callable, Iterable, Iterator, NamedTuple, Protocol, Sequence, cast, overload
 
 import simpy
 from heapq import heappush
@@ -176,6 +176,50 @@ class Monitor:
         ax.set_ylabel("TCBs / requests")
         ax.legend()
         return ax
+
+
+# ----------------------------------------------------------------- views
+class LiveList(Sequence[Any]):
+    """A read-only, live view of one of a resource's lists (``users``, ``queue``).
+
+    SimPy's ``users`` and ``queue`` are the resource's own lists, so a
+    reference kept by a model sees every later change; this view does the
+    same. It compares equal to a list with the same items.
+    """
+
+    __slots__ = ("_items", "_len")
+
+    def __init__(self, items: Callable[[], list[Any]], length: Callable[[], int]) -> None:
+        self._items = items
+        self._len = length
+
+    def __len__(self) -> int:
+        return self._len()
+
+    @overload
+    def __getitem__(self, index: int) -> Any: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[Any]: ...
+
+    def __getitem__(self, index: int | slice) -> Any:
+        return self._items()[index]
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self._items())
+
+    def __contains__(self, item: object) -> bool:
+        return item in self._items()
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, LiveList):
+            other = other._items()
+        return self._items() == other
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return repr(self._items())
 
 
 # ---------------------------------------------------------------- events
@@ -411,6 +455,10 @@ class DepthResource:
         self._trigger_cbs: list[Callable[[Any], None]] = [self._trigger_processed]
         trig.callbacks = self._trigger_cbs
         self.name = name if name is not None else f"{type(self).__name__}#{next(_names)}"
+        held = self._held
+        self._users_view = LiveList(lambda: list(held.values()), held.__len__)
+        self._queue_view: Any = LiveList(self._queue_list, self._queue_len)
+        self._no_releases = LiveList(list, int)
         self.monitor: Monitor | None = Monitor(self._levels) if monitor else None
         # The fast paths: one level of unreserved units, nothing to record.
         self._fast = self._flat and self.monitor is None
@@ -444,24 +492,30 @@ class DepthResource:
         return len(self._held)
 
     @property
-    def users(self) -> list[DepthRequest]:
-        """The granted requests not yet released, in grant order."""
-        return list(self._held.values())
+    def users(self) -> LiveList:
+        """The granted requests not yet released, in grant order (live, like SimPy's list)."""
+        return self._users_view
 
     @property
-    def queue(self) -> list[DepthRequest]:
-        """The waiting requests, in the order they will be served (a snapshot)."""
+    def queue(self) -> Any:
+        """The waiting requests, in the order they will be served (live, like SimPy's list)."""
+        return self._queue_view
+
+    @property
+    def put_queue(self) -> Any:
+        """The same object as :attr:`queue`, as in SimPy."""
+        return self._queue_view
+
+    @property
+    def get_queue(self) -> LiveList:
+        """Always empty: a release never waits (as in SimPy)."""
+        return self._no_releases
+
+    def _queue_list(self) -> list[DepthRequest]:
         return [*self._ready, *self._waiting.values()]
 
-    @property
-    def put_queue(self) -> list[DepthRequest]:
-        """Alias of :attr:`queue`, as in SimPy."""
-        return self.queue
-
-    @property
-    def get_queue(self) -> list[DepthRelease]:
-        """Always empty: a release never waits (as in SimPy)."""
-        return []
+    def _queue_len(self) -> int:
+        return len(self._ready) + len(self._waiting)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name}: {self.count} users, {len(self.queue)} queued>"
@@ -758,15 +812,16 @@ class DepthPriorityResource(DepthResource):
     ) -> None:
         self._pqueue: SortedQueue = SortedQueue()
         super().__init__(env, capacity, levels, name=name, monitor=monitor)
+        self._queue_view = self._pqueue
 
     @property
     def queue(self) -> SortedQueue:
-        """The waiting requests, sorted by key: SimPy's ``SortedQueue`` (the same object as ``put_queue``)."""
+        """The waiting requests, sorted by key: SimPy's ``SortedQueue`` (``maxlen`` bounds it)."""
         return self._pqueue
 
     @property
     def put_queue(self) -> SortedQueue:
-        """The waiting requests, sorted by key (``maxlen`` bounds it, as in SimPy)."""
+        """The same object as :attr:`queue`, as in SimPy."""
         return self._pqueue
 
     def request(  # type: ignore[override]
