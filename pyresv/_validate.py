@@ -9,6 +9,7 @@ implementation: in the core they are C.
 
 from __future__ import annotations
 
+import operator
 from typing import Any, Sequence
 
 import numpy as np
@@ -18,6 +19,7 @@ from pyresv.errors import AllocatorError
 __all__ = [
     "INT32_MAX",
     "WAKE_POLICIES",
+    "as_index",
     "is_int",
     "check_depths",
     "validate_shape",
@@ -40,14 +42,37 @@ _INT64_MAX = 2**63 - 1
 WAKE_POLICIES = ("deepest", "fifo")
 
 
+def as_index(x: Any) -> int | None:
+    """The int ``x`` stands for under the one rule for integer arguments, or None.
+
+    The rule, for pids, depths, levels, TCB ids, tickets and the
+    constructor's counts, in the core and the reference alike: an argument is
+    accepted exactly when ``operator.index`` accepts it (ints, numpy integer
+    scalars, 0-d integer arrays, any object with ``__index__``), except
+    bools (``True`` is no pid). Floats are refused, even integral ones
+    (``1.0``), as are strings, None and arrays of more than one item. An
+    ``__index__`` that raises anything but ``TypeError`` propagates.
+    """
+    if type(x) is int:
+        return x
+    if isinstance(x, (bool, np.bool_)):
+        return None
+    try:
+        return int(operator.index(x))
+    except TypeError:
+        return None
+
+
 def is_int(x: Any) -> bool:
-    """An int or numpy integer, but not a bool (``True`` is no pid)."""
-    return type(x) is int or (isinstance(x, (int, np.integer)) and not isinstance(x, bool))
+    """Whether ``x`` is accepted as an integer argument (see :func:`as_index`)."""
+    return as_index(x) is not None
 
 
 def _count(name: str, value: Any, minimum: int) -> int:
-    if not is_int(value):
+    v = as_index(value)
+    if v is None:
         raise ValueError(f"{name} must be an int, got {value!r}")
+    value = v
     if value < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value}")
     if value > INT32_MAX:
@@ -134,7 +159,7 @@ def _clip64(a: np.ndarray) -> np.ndarray:
     if a.dtype.kind == "u" and a.dtype.itemsize == 8:
         return np.ascontiguousarray(np.minimum(a, _INT64_MAX), dtype=np.int64)
     if a.dtype.kind == "O":
-        return np.array([min(max(int(x), _INT64_MIN), _INT64_MAX) for x in a], dtype=np.int64)
+        return np.array([min(max(operator.index(x), _INT64_MIN), _INT64_MAX) for x in a], dtype=np.int64)
     return np.ascontiguousarray(a, dtype=np.int64)
 
 

@@ -26,6 +26,7 @@ the same ids for the same calls):
 
 from __future__ import annotations
 
+import operator
 from bisect import bisect_right
 from collections import deque
 from typing import Any, Iterable, Literal, Sequence, overload
@@ -38,7 +39,7 @@ from pyresv._validate import (
     batch_arrays,
     check_counters,
     int_array,
-    is_int,
+    as_index,
     read_state,
     tcb_array,
     validate_shape,
@@ -84,6 +85,10 @@ class DepthPoolAllocator:
     wake:
         Who gets a freed unreserved TCB: ``"deepest"`` (highest level, then
         oldest) or ``"fifo"`` (oldest).
+
+    Integer arguments (pids, depths, levels, TCB ids, tickets, the counts
+    above) are what ``operator.index`` accepts, bools excepted
+    (:func:`pyresv._validate.as_index`), as in the core.
 
     Raises
     ------
@@ -196,18 +201,16 @@ class DepthPoolAllocator:
 
     # ---------------------------------------------------------------- acquire
     def _level_for(self, pid: Any, depth: Any, remote: bool) -> int:
-        if not is_int(pid):
-            raise ValueError(f"pid must be an int, got {pid!r}")
-        if not 0 <= pid < self._max_processes:
-            raise ValueError(f"pid {pid} out of range [0, {self._max_processes})")
-        if not is_int(depth):
+        self._check_pid(pid)
+        d = as_index(depth)
+        if d is None:
             raise ValueError(f"depth must be an int, got {depth!r}")
-        if not 1 <= depth <= self._levels:
-            raise ValueError(f"depth {depth} out of range [1, {self._levels}]")
-        level = int(depth) + 1 if remote else int(depth)
+        if not 1 <= d <= self._levels:
+            raise ValueError(f"depth {d} out of range [1, {self._levels}]")
+        level = d + 1 if remote else d
         if level > self._levels:
             raise ValueError(
-                f"remote call at depth {depth} needs level {level}, "
+                f"remote call at depth {d} needs level {level}, "
                 f"but there are only {self._levels} levels"
             )
         return level
@@ -225,7 +228,7 @@ class DepthPoolAllocator:
         unchanged.
         """
         level = self._level_for(pid, depth, bool(remote))
-        return self._acquire(int(pid), level)
+        return self._acquire(operator.index(pid), level)
 
     def _acquire(self, pid: int, level: int) -> int:
         pool = self._owned.get((pid, level), -1)
@@ -318,9 +321,10 @@ class DepthPoolAllocator:
 
     # ---------------------------------------------------------------- release
     def _check_held(self, tcb: Any) -> int:
-        if not is_int(tcb):
+        t = as_index(tcb)
+        if t is None:
             raise AllocatorError(f"TCB {tcb!r} is not an int")
-        tcb = int(tcb)
+        tcb = t
         if not 0 <= tcb < self._total:
             raise AllocatorError(f"TCB {tcb} is not an id of this allocator (0..{self._total - 1})")
         if self._holder[tcb] < 0:
@@ -410,11 +414,12 @@ class DepthPoolAllocator:
         negative ticket or one that is not an int. Cancelling frees nothing,
         so it makes no grant.
         """
-        if not is_int(ticket):
+        t = as_index(ticket)
+        if t is None:
             raise ValueError(f"ticket must be an int, got {ticket!r}")
-        if ticket < 0:
-            raise ValueError(f"ticket {ticket} is negative")
-        req = self._tickets.get(int(ticket))
+        if t < 0:
+            raise ValueError(f"ticket {t} is negative")
+        req = self._tickets.get(t)
         if req is None:
             return False
         self._remove(req)
@@ -437,10 +442,11 @@ class DepthPoolAllocator:
             return grants
         return [(pid, tcb) for pid, tcb, _ in grants]
 
-    def _check_pid(self, pid: int) -> int:
-        if not is_int(pid):
+    def _check_pid(self, pid: Any) -> int:
+        p = as_index(pid)
+        if p is None:
             raise ValueError(f"pid must be an int, got {pid!r}")
-        pid = int(pid)
+        pid = p
         if not 0 <= pid < self._max_processes:
             raise ValueError(f"pid {pid} out of range [0, {self._max_processes})")
         return pid
@@ -496,9 +502,10 @@ class DepthPoolAllocator:
         return self._holder[self._check_id(tcb)]
 
     def _check_id(self, tcb: Any) -> int:
-        if not is_int(tcb):
+        t = as_index(tcb)
+        if t is None:
             raise ValueError(f"TCB {tcb!r} is not an int")
-        tcb = int(tcb)
+        tcb = t
         if not 0 <= tcb < self._total:
             raise ValueError(f"TCB {tcb} is not an id of this allocator (0..{self._total - 1})")
         return tcb
@@ -512,9 +519,12 @@ class DepthPoolAllocator:
     def owned_pool(self, pid: int, level: int) -> int:
         """The pool ``pid`` owns at ``level``, or -1."""
         pid = self._check_pid(pid)
-        if not 1 <= level <= self._levels:
-            raise ValueError(f"level {level} out of range [1, {self._levels}]")
-        return self._owned.get((pid, level), -1)
+        lv = as_index(level)
+        if lv is None:
+            raise ValueError(f"level must be an int, got {level!r}")
+        if not 1 <= lv <= self._levels:
+            raise ValueError(f"level {lv} out of range [1, {self._levels}]")
+        return self._owned.get((pid, lv), -1)
 
     def stats(self) -> dict[str, Any]:
         """A snapshot of plain ints and lists; two equal states compare ``==``."""

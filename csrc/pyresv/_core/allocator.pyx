@@ -21,6 +21,7 @@ import numpy as np
 
 from pyresv._validate import (
     COUNTERS,
+    as_index,
     STATE_VERSION,
     bad_state,
     batch_arrays,
@@ -695,33 +696,43 @@ cdef int32_t dpa_pending(dpa_t* d, proc_t pid) noexcept nogil:
 # ========================================================= Python helpers
 
 cdef inline int _int_arg(object o, long long* out) except -1:
-    """Read an int argument: 0 (``*out`` set), 1 (an int beyond long long) or 2 (not an int)."""
+    """Read an int argument: 0 (``*out`` set), 1 (an int beyond long long) or 2 (not an int).
+
+    The one rule of ``pyresv._validate.as_index``: what ``operator.index``
+    accepts, but bools.
+    """
     cdef int overflow = 0
     if not PyLong_CheckExact(o):
-        if isinstance(o, bool) or not PyIndex_Check(o):
+        if isinstance(o, (bool, np.bool_)) or not PyIndex_Check(o):
             return 2
-        o = PyNumber_Index(o)
+        try:
+            o = PyNumber_Index(o)  # e.g. an array of two items has __index__ but refuses
+        except TypeError:
+            return 2
     out[0] = PyLong_AsLongLongAndOverflow(o, &overflow)
     return 1 if overflow else 0
 
 
+# Messages name the int an argument stands for (as the reference's do).
+
 cdef int _raise_bad_pid(object pid, proc_t max_processes) except -1:
-    cdef long long v = 0
-    if _int_arg(pid, &v) == 2:
+    v = as_index(pid)
+    if v is None:
         raise ValueError(f"pid must be an int, got {pid!r}")
-    raise ValueError(f"pid {pid} out of range [0, {max_processes})")
+    raise ValueError(f"pid {v} out of range [0, {max_processes})")
 
 
 cdef int _raise_bad_depth(object depth, int32_t levels) except -1:
-    cdef long long v = 0
-    if _int_arg(depth, &v) == 2:
+    v = as_index(depth)
+    if v is None:
         raise ValueError(f"depth must be an int, got {depth!r}")
-    raise ValueError(f"depth {depth} out of range [1, {levels}]")
+    raise ValueError(f"depth {v} out of range [1, {levels}]")
 
 
 cdef int _raise_bad_remote(object depth, int32_t levels) except -1:
+    v = as_index(depth)
     raise ValueError(
-        f"remote call at depth {depth} needs level {int(depth) + 1}, "
+        f"remote call at depth {v} needs level {v + 1}, "
         f"but there are only {levels} levels"
     )
 
@@ -734,13 +745,12 @@ cdef int _raise_full(dpa_t* d, proc_t pid, int32_t level, Py_ssize_t index=-1, P
 
 
 cdef int _raise_bad_release(dpa_t* d, object tcb) except -1:
-    cdef long long v = 0
-    cdef int rc = _int_arg(tcb, &v)
-    if rc == 2:
+    v = as_index(tcb)
+    if v is None:
         raise AllocatorError(f"TCB {tcb!r} is not an int")
-    if rc == 1 or v < 0 or v >= d.total:
-        raise AllocatorError(f"TCB {tcb} is not an id of this allocator (0..{d.total - 1})")
-    raise AllocatorError(f"TCB {tcb} is free: released twice?")
+    if v < 0 or v >= d.total:
+        raise AllocatorError(f"TCB {v} is not an id of this allocator (0..{d.total - 1})")
+    raise AllocatorError(f"TCB {v} is free: released twice?")
 
 
 # DepthPoolAllocator._busy: who is using the state while other threads may run.
@@ -774,7 +784,7 @@ cdef tcb_t _id_arg(dpa_t* d, object tcb) except -2:
     if rc == 2:
         raise ValueError(f"TCB {tcb!r} is not an int")
     if rc == 1 or v < 0 or v >= d.total:
-        raise ValueError(f"TCB {tcb} is not an id of this allocator (0..{d.total - 1})")
+        raise ValueError(f"TCB {as_index(tcb)} is not an id of this allocator (0..{d.total - 1})")
     return <tcb_t>v
 
 
@@ -878,7 +888,9 @@ cdef class DepthPoolAllocator:
     requests pend at once; ``wake`` says who gets a freed unreserved TCB
     (``"deepest"`` level, then oldest, or ``"fifo"``, the oldest). The
     contract is DESIGN §1 and the TCB ids are those of
-    :class:`pyresv.reference.DepthPoolAllocator`.
+    :class:`pyresv.reference.DepthPoolAllocator`. Integer arguments (pids,
+    depths, levels, TCB ids, tickets) are what ``operator.index`` accepts,
+    bools excepted (``pyresv._validate.as_index``).
 
     Every array is allocated once here (about 8 bytes per reserved TCB, 12
     per unreserved TCB, 8 per pool, ``12 * D + 8`` per pid and 56 to 64
@@ -1132,7 +1144,7 @@ cdef class DepthPoolAllocator:
         if rc == 1:  # beyond int64: negative, or never issued
             v = -1 if ticket < 0 else INT64_MAX
         if v < 0:
-            raise ValueError(f"ticket {ticket} is negative")
+            raise ValueError(f"ticket {as_index(ticket)} is negative")
         if self._busy:
             _raise_busy(self._busy)
         return dpa_cancel_request(&self.core, <seq_t>v) == 1
@@ -1206,8 +1218,11 @@ cdef class DepthPoolAllocator:
         """The pool ``pid`` owns at ``level``, or -1."""
         cdef proc_t p = _pid_arg(&self.core, pid)
         cdef long long v = 0
-        if _int_arg(level, &v) != 0 or v < 1 or v > self.core.levels:
-            raise ValueError(f"level {level} out of range [1, {self.core.levels}]")
+        cdef int rc = _int_arg(level, &v)
+        if rc == 2:
+            raise ValueError(f"level must be an int, got {level!r}")
+        if rc == 1 or v < 1 or v > self.core.levels:
+            raise ValueError(f"level {as_index(level)} out of range [1, {self.core.levels}]")
         if self._busy:
             _raise_busy(self._busy)
         return self.core.owned[p * self.core.levels + <int32_t>v - 1]
