@@ -47,6 +47,18 @@ def _set_batch_read_hook(hook):
     _batch_read_hook = hook
 
 
+# Its twin (tests/test_allocator.py): called by check, stats, take_grants and
+# pickling while they hold the allocator's _IN_READ mark, i.e. at a point
+# where another thread could run (they call numpy, or a gc pass runs Python).
+cdef object _read_hook = None
+
+
+def _set_read_hook(hook):
+    """Install ``hook()`` (or None): run by the whole-state reads while they hold their mark."""
+    global _read_hook
+    _read_hook = hook
+
+
 
 
 # ============================================================== wait queue
@@ -1161,6 +1173,8 @@ cdef class DepthPoolAllocator:
             _raise_busy(self._busy)
         self._busy = _IN_READ
         try:
+            if _read_hook is not None:
+                _read_hook()
             if tickets:
                 out = [(g.buf[i].pid, g.buf[i].tcb, g.buf[i].ticket) for i in range(g.head, g.len)]
             else:
@@ -1233,6 +1247,8 @@ cdef class DepthPoolAllocator:
             _raise_busy(self._busy)
         self._busy = _IN_READ
         try:
+            if _read_hook is not None:
+                _read_hook()
             return _stats(&self.core)
         finally:
             self._busy = _IDLE
@@ -1246,6 +1262,8 @@ cdef class DepthPoolAllocator:
             _raise_busy(self._busy)
         self._busy = _IN_READ
         try:
+            if _read_hook is not None:
+                _read_hook()
             msg = _find_broken(self)
         finally:
             self._busy = _IDLE
@@ -1274,7 +1292,7 @@ cdef class DepthPoolAllocator:
         """
         cdef dpa_t* d = &self.core
         cdef Py_buffer pb, db, rb
-        cdef bint got_p = False, got_d = False, got_r = False
+        cdef bint got_p = False, got_d = False, got_r = False, marked = False
         cdef Py_ssize_t i, n, bad = -1
         cdef int why = 0, pw, dw
         cdef int64_t x = 0, y = 0
@@ -1322,6 +1340,7 @@ cdef class DepthPoolAllocator:
                 return out
             _scratch_reserve(self, 2 * n)
             self._busy = _IN_BATCH
+            marked = True
             pid_out = self._scratch
             lev_out = self._scratch + n
             with nogil:
@@ -1344,6 +1363,7 @@ cdef class DepthPoolAllocator:
                 _batch_read_hook()
             if why:
                 self._busy = _IDLE
+                marked = False
                 if why == 1:
                     _raise_bad_pid(_shown(x, p, bad), d.max_processes)
                 if why == 2:
@@ -1352,13 +1372,14 @@ cdef class DepthPoolAllocator:
             with nogil:
                 bad = dpa_acquire_many(d, pid_out, lev_out, &ov[0], n)
             self._busy = _IDLE
+            marked = False
             if bad < n:
                 if ov[bad] != DPA_QUEUE_FULL:  # cannot happen: validated above
                     raise AllocatorError(f"acquire_many: request {bad} refused with code {ov[bad]}")
                 _raise_full(d, pid_out[bad], lev_out[bad], bad, n)
             return out
         finally:
-            if self._busy == _IN_BATCH:
+            if marked:  # only the mark this call set (a refused call leaves the other's)
                 self._busy = _IDLE
             if got_r:
                 PyBuffer_Release(&rb)
@@ -1376,7 +1397,7 @@ cdef class DepthPoolAllocator:
         """
         cdef dpa_t* d = &self.core
         cdef Py_buffer tb
-        cdef bint got = False
+        cdef bint got = False, marked = False
         cdef Py_ssize_t i, n, bad = -1, dup = -1
         cdef int tw
         cdef int64_t x = 0
@@ -1397,6 +1418,7 @@ cdef class DepthPoolAllocator:
                 return
             _scratch_reserve(self, n)
             self._busy = _IN_BATCH
+            marked = True
             ids = self._scratch
             # One pass: copy, check that each id is held (the first that is
             # not is the error) and distinct, by marking each holder
@@ -1428,7 +1450,7 @@ cdef class DepthPoolAllocator:
                 for i in range(n):
                     _dpa_release(d, ids[i])
         finally:
-            if self._busy == _IN_BATCH:
+            if marked:  # only the mark this call set (a refused call leaves the other's)
                 self._busy = _IDLE
             if got:
                 PyBuffer_Release(&tb)
@@ -1446,6 +1468,8 @@ cdef class DepthPoolAllocator:
         }
         self._busy = _IN_READ  # _getstate calls numpy functions written in Python
         try:
+            if _read_hook is not None:
+                _read_hook()
             state = _getstate(self)
         finally:
             self._busy = _IDLE
