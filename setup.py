@@ -24,6 +24,8 @@ directives = {
 extra_compile_args = ["-O0", "-g"] if DEBUG else ["-O2", "-g0"]
 define_macros = [] if DEBUG else [("NDEBUG", None)]
 define_macros.append(("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION"))
+# Python's own CFLAGS define NDEBUG: the checked build takes it back out.
+undef_macros = ["NDEBUG"] if DEBUG else []
 
 extensions = [
     Extension(
@@ -31,6 +33,7 @@ extensions = [
         ["csrc/pyresv/_core/allocator.pyx"],
         extra_compile_args=extra_compile_args,
         define_macros=define_macros,
+        undef_macros=undef_macros,
     ),
 ]
 
@@ -61,6 +64,11 @@ setup(
         include_path=["csrc"],
         compiler_directives=directives,
         nthreads=2,
+        # The checked build writes its C elsewhere, always afresh: cythonize
+        # does not track directives, so the release build's C (in csrc/)
+        # would otherwise be reused without the bounds checks.
+        build_dir="build/checked" if DEBUG else None,
+        force=DEBUG,
     ),
     cmdclass={"build_py": BuildPyWithPxd},
 )

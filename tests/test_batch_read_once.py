@@ -21,6 +21,7 @@ then applied. Two tests show it:
 
 from __future__ import annotations
 
+import os
 import pickle
 import threading
 from typing import Any, Callable, Iterator
@@ -140,3 +141,11 @@ def test_batches_with_arrays_written_by_other_threads() -> None:
             t.join()
     assert sum(outcomes.values()) == 30, outcomes
     print(outcomes)
+
+
+def test_the_build_under_test() -> None:
+    # CI runs these tests once more against the checked build (bounds checks,
+    # C asserts, AddressSanitizer) and sets PYRESV_EXPECT_CHECKED=1: make
+    # sure that is the build imported.
+    if os.environ.get("PYRESV_EXPECT_CHECKED") == "1":
+        assert core._CHECKED, core.__file__

@@ -17,6 +17,22 @@ from libc.stdint cimport INT32_MAX, INT64_MAX, INT64_MIN, int32_t, int64_t, uint
 from libc.stdlib cimport qsort
 from libc.string cimport memcpy, memmove, memset
 
+# C asserts: compiled in only by the checked build (PYRESV_DEBUG=1 drops
+# NDEBUG), on the invariants each step relies on. _CHECKED says which build
+# this is.
+cdef extern from "assert.h":
+    void c_assert "assert"(bint condition) noexcept nogil
+
+cdef extern from *:
+    """
+    #ifdef NDEBUG
+    #define PYRESV_CHECKED 0
+    #else
+    #define PYRESV_CHECKED 1
+    #endif
+    """
+    int PYRESV_CHECKED
+
 import numpy as np
 
 from pyresv._validate import (
@@ -34,6 +50,9 @@ from pyresv._validate import (
 from pyresv.errors import PENDING, AllocatorError, QueueFull
 
 __all__ = ["DepthPoolAllocator", "PENDING", "AllocatorError", "QueueFull"]
+
+#: True in the checked build (bounds checks and C asserts on: PYRESV_DEBUG=1).
+_CHECKED = bool(PYRESV_CHECKED)
 
 # A test hook (tests/test_batch_read_once.py): called with the GIL right
 # after a batch call has read the caller's arrays, before it validates or
@@ -70,6 +89,7 @@ def _set_read_hook(hook):
 
 cdef inline void _list_append(waitq_t* q, slot_t s, slot_list_t* L, int k) noexcept nogil:
     """Link slot ``s`` at the tail of ``L``, one of its lists ``k`` (a WQ_* constant)."""
+    c_assert(0 <= s < q.used)
     q.slots[s].prev[k] = L.tail
     q.slots[s].next[k] = DPA_NIL
     if L.tail == DPA_NIL:
@@ -83,6 +103,7 @@ cdef inline void _list_unlink(waitq_t* q, slot_t s, slot_list_t* L, int k) noexc
     """Unlink slot ``s`` from ``L``, its list ``k``."""
     cdef slot_t prev = q.slots[s].prev[k]
     cdef slot_t nxt = q.slots[s].next[k]
+    c_assert(0 <= s < q.used and prev < q.used and nxt < q.used)
     if prev == DPA_NIL:
         L.head = nxt
     else:
@@ -99,6 +120,7 @@ cdef inline void _list_unlink(waitq_t* q, slot_t s, slot_list_t* L, int k) noexc
 
 cdef inline void _ticket_insert(waitq_t* q, slot_t s) noexcept nogil:
     cdef int64_t i = q.slots[s].seq & q.ticket_mask
+    c_assert(q.npending < q.capacity)  # so the table is at most half full
     while q.by_ticket[i] != DPA_NIL:
         i = (i + 1) & q.ticket_mask
     q.by_ticket[i] = s
@@ -255,6 +277,7 @@ cdef int grants_reserve(grants_t* g, Py_ssize_t n) except -1 nogil:
 
 cdef inline void _grants_push(grants_t* g, proc_t pid, tcb_t tcb, seq_t ticket) noexcept nogil:
     # Room is reserved before every release (cap >= len + npending).
+    c_assert(g.len < g.cap)
     g.buf[g.len].pid = pid
     g.buf[g.len].tcb = tcb
     g.buf[g.len].ticket = ticket
@@ -325,6 +348,7 @@ cdef inline void _unres_unhold(dpa_t* d, tcb_t u, proc_t pid) noexcept nogil:
 
 cdef inline tcb_t _pool_pop(dpa_t* d, pool_t p, int32_t level, proc_t pid) noexcept nogil:
     cdef int32_t n = d.pool_nfree[p] - 1
+    c_assert(0 <= p < d.npools and 0 <= n < d.level[level].size)
     cdef tcb_t t = d.pool_stack[_pool_base(d, p, level) + n]
     d.pool_nfree[p] = n
     d.holder[t] = pid
@@ -350,6 +374,7 @@ cdef inline tcb_t _dpa_acquire(dpa_t* d, proc_t pid, int32_t level) noexcept nog
     """
     cdef pool_t* own = &d.owned[pid * d.levels + level - 1]
     cdef pool_t p = own[0]
+    c_assert(0 <= pid < d.max_processes and 1 <= level <= d.levels)
     cdef level_info_t* L
     cdef tcb_t u
     if p != DPA_NIL:
@@ -391,6 +416,8 @@ cdef inline void _dpa_release(dpa_t* d, tcb_t tcb) noexcept nogil:
     cdef pool_t p
     cdef slot_t s, nxt
     cdef level_info_t* L
+    c_assert(0 <= tcb < d.total and 0 <= owner < d.max_processes)
+    c_assert(d.grants.len + d.q.npending <= d.grants.cap)
     d.holder[tcb] = DPA_NIL
     d.released += 1
     if tcb >= d.reserved_total:
