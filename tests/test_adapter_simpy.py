@@ -912,6 +912,49 @@ def test_simpy_deadlocks_on_a_tree_that_depth_resource_completes():
         assert sorted(done) == ["0", "0.0", "1", "1.0", "2", "2.0", "3", "3.0"]
 
 
+def _nested_priority_model(cls: Any, **kwargs: Any) -> tuple[list[tuple[Any, ...]], float]:
+    """Two servers of two units; two top-level requests (priority 0) on each call the other
+    server (priority 1, preempt=True) while holding their unit."""
+    env = simpy.Environment()
+    a, b = cls(env, capacity=2, **kwargs), cls(env, capacity=2, **kwargs)
+    log: list[tuple[Any, ...]] = []
+
+    def call(name, here, there, nested):
+        try:
+            with here.request(priority=1 if nested else 0) as req:
+                yield req
+                log.append((env.now, name, "got"))
+                yield env.timeout(1)
+                if not nested:
+                    yield env.process(call(name + ".c", there, here, True))
+            log.append((env.now, name, "done"))
+        except simpy.Interrupt:
+            log.append((env.now, name, "preempted"))
+
+    for i in range(2):
+        env.process(call(f"a{i}", a, b, False))
+        env.process(call(f"b{i}", b, a, False))
+    env.run()
+    return log, env.now
+
+
+@pytest.mark.parametrize("kind", ["priority", "preemptive"])
+def test_nested_priority_and_preemption_trace_simpy_stops_pyresv_completes(kind):
+    log, end = _nested_priority_model(SIMPY[kind])
+    # every unit is held by a top-level request whose call waits for the other server
+    assert (log, end) == ([(0, "a0", "got"), (0, "b0", "got"), (0, "a1", "got"), (0, "b1", "got")], 1)
+    log, end = _nested_priority_model(DEPTH[kind], levels=2)
+    # one unit per server for top-level requests (N - D + 1 = 1), one held back for the calls
+    assert (log, end) == ([
+        (0, "a0", "got"), (0, "b0", "got"),
+        (1, "a0.c", "got"), (1, "b0.c", "got"),
+        (2, "a0.c", "done"), (2, "b0.c", "done"), (2, "a0", "done"), (2, "b0", "done"),
+        (2, "a1", "got"), (2, "b1", "got"),
+        (3, "a1.c", "got"), (3, "b1.c", "got"),
+        (4, "a1.c", "done"), (4, "b1.c", "done"), (4, "a1", "done"), (4, "b1", "done"),
+    ], 4)  # fmt: skip
+
+
 # --------------------------------------------------- priority and preemption
 def test_priority_trace(make):
     env = simpy.Environment()
