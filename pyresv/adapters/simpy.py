@@ -50,7 +50,7 @@ from simpy.events import PENDING as _PENDING
 from simpy.events import Condition, Event, Process
 from simpy.resources.resource import Preempted, SortedQueue
 
-import pyresv
+from pyresv._factory import Allocator, allocator_class
 from pyresv.adapters._simpy_tasks import Family, Task, family_of
 from pyresv.errors import AllocatorError
 
@@ -76,43 +76,13 @@ _names = itertools.count()
 _new = object.__new__
 
 
-class TicketAllocator(Protocol):
-    """The allocator contract the SimPy resources rely on (DESIGN.md section 1, plus tickets).
-
-    ``last_ticket`` names the most recent request that returned ``PENDING``,
-    ``cancel_request(ticket)`` withdraws just that one, and
-    ``take_grants(tickets=True)`` returns ``(pid, tcb, ticket)`` triples.
-    """
-
-    @property
-    def levels(self) -> int: ...
-
-    @property
-    def total(self) -> int: ...
+class TicketAllocator(Allocator, Protocol):
+    """The allocator contract the SimPy resources rely on: :class:`pyresv._factory.Allocator`
+    (tickets included: ``last_ticket``, ``cancel_request``, ``take_grants(tickets=True)``)
+    and the pid bound, to check a priority request's pid before it waits."""
 
     @property
     def max_processes(self) -> int: ...
-
-    @property
-    def last_ticket(self) -> int: ...
-
-    def acquire(self, pid: int, depth: int = 1, remote: bool = False) -> int: ...
-
-    def release(self, tcb: int) -> None: ...
-
-    def cancel_request(self, ticket: int) -> bool: ...
-
-    def take_grants(self, tickets: bool = False) -> list[Any]: ...
-
-    def level_of(self, tcb: int) -> int: ...
-
-    def holder(self, tcb: int) -> int: ...
-
-    def pending(self, pid: int | None = None) -> int: ...
-
-    def stats(self) -> dict[str, Any]: ...
-
-    def check(self) -> None: ...
 
 
 # ----------------------------------------------------------------- monitor
@@ -427,7 +397,7 @@ class DepthResource:
             # [0021]: one pool of one unit per level below the top; the rest unreserved.
             alloc = cast(
                 TicketAllocator,
-                pyresv.DepthPoolAllocator([(0, 1)] + [(1, 1)] * (d - 1), n - d + 1, wake="deepest"),
+                allocator_class("auto")([(0, 1)] + [(1, 1)] * (d - 1), n - d + 1, wake="deepest"),
             )
             self._capacity = n
             self._clamp = True  # nesting deeper than D is served at level D, as SimPy would
