@@ -6,6 +6,9 @@ submitted all at once and then awaited (``burst``) or one at a time
 and DepthPoolExecutor get the same number of threads, ``THREADS``. The
 ``track_*`` benchmarks time both in one process and report the ratio of
 DepthPoolExecutor's time over ThreadPoolExecutor's (target: at most 1.5).
+The ratio is of process CPU time (every thread's, not the wall clock, which
+on a shared machine mostly measures who else runs), over ``RATIO_TASKS``
+tasks per run, ``RATIO_ROUNDS`` rounds timed round-robin, medians.
 
 Nested trees (a task submits children and waits) are timed for
 DepthPoolExecutor alone: ThreadPoolExecutor with the same threads deadlocks on
@@ -16,6 +19,7 @@ them. The asyncio part compares ``DepthLimiter.slot()`` with
 from __future__ import annotations
 
 import asyncio
+import statistics
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -28,6 +32,8 @@ THREADS = 8
 DEPTHS = [(3, 1), (2, 1), (1, 1)]  # 6 reserved TCBs over 3 levels ...
 UNRESERVED = 2  # ... plus 2 unreserved: 8 threads, like the ThreadPoolExecutor
 TASKS = 400
+RATIO_TASKS = 2000
+RATIO_ROUNDS = 15
 
 
 def _noop() -> None:
@@ -43,14 +49,14 @@ def _make(executor: str):
     return ex
 
 
-def _burst(ex) -> None:
-    futures = [ex.submit(_noop) for _ in range(TASKS)]
+def _burst(ex, tasks: int = TASKS) -> None:
+    futures = [ex.submit(_noop) for _ in range(tasks)]
     for f in futures:
         f.result()
 
 
-def _submit_wait(ex) -> None:
-    for _ in range(TASKS // 4):
+def _submit_wait(ex, tasks: int = TASKS // 4) -> None:
+    for _ in range(tasks):
         ex.submit(_noop).result()
 
 
@@ -66,21 +72,27 @@ def _best(fn, ex, repeat: int = 7) -> float:
     return best
 
 
-def overhead_ratio(pattern: str, executor: str = "DepthPoolExecutor", rounds: int = 3) -> float:
-    """DepthPoolExecutor's time over ThreadPoolExecutor's for one pattern, timed round-robin."""
+def overhead_ratio(pattern: str, executor: str = "DepthPoolExecutor", rounds: int = RATIO_ROUNDS) -> float:
+    """DepthPoolExecutor's CPU time over ThreadPoolExecutor's for one pattern.
+
+    Each round runs ``RATIO_TASKS`` tasks through each executor in turn and
+    takes the process CPU time of each run; the ratio is of the medians.
+    """
     fn, _n = PATTERNS[pattern]
     pools = {name: _make(name) for name in ("ThreadPoolExecutor", executor)}
+    times: dict[str, list[float]] = {name: [] for name in pools}
     try:
         for ex in pools.values():
-            fn(ex)  # warm-up: start the threads
-        best = {name: float("inf") for name in pools}
+            fn(ex, RATIO_TASKS)  # warm-up: start the threads
         for _ in range(rounds):
             for name, ex in pools.items():
-                best[name] = min(best[name], _best(fn, ex, repeat=3))
+                start = time.process_time()
+                fn(ex, RATIO_TASKS)
+                times[name].append(time.process_time() - start)
     finally:
         for ex in pools.values():
             ex.shutdown()
-    return best[executor] / best["ThreadPoolExecutor"]
+    return statistics.median(times[executor]) / statistics.median(times["ThreadPoolExecutor"])
 
 
 class ExecutorOverhead:
@@ -201,4 +213,5 @@ class LimiterOverhead:
 if __name__ == "__main__":  # a quick look without asv: python -m benchmarks.bench_executor
     for pattern in PATTERNS:
         ratios = sorted(overhead_ratio(pattern) for _ in range(3))
-        print(f"{pattern:12s} DepthPoolExecutor / ThreadPoolExecutor: median {ratios[1]:.2f} (runs {ratios})")
+        print(f"{pattern:12s} DepthPoolExecutor / ThreadPoolExecutor (CPU time): "
+              f"{ratios[0]:.2f}-{ratios[-1]:.2f} over 3 runs ({', '.join(f'{r:.2f}' for r in ratios)})")
