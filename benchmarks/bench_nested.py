@@ -186,7 +186,12 @@ class AnyioRatio:
     track_overhead_ratio.unit = "x"
 
 
+def _range(what: str, ratio: Callable[[], float]) -> None:
+    runs = sorted(ratio() for _ in range(3))
+    print(f"{what} (CPU time): {runs[0]:.2f}-{runs[-1]:.2f} over 3 runs ({', '.join(f'{r:.2f}' for r in runs)})")
+
+
 if __name__ == "__main__":  # a quick look without asv: python -m benchmarks.bench_nested
-    print(f"DepthClient.submit / client.submit (CPU time): {dask_overhead_ratio():.2f}")
+    _range("DepthClient.submit / client.submit", dask_overhead_ratio)
     for b in ("asyncio", "trio"):
-        print(f"DepthLimiter / anyio.CapacityLimiter on {b} (CPU time): {anyio_overhead_ratio(b):.2f}")
+        _range(f"DepthLimiter / anyio.CapacityLimiter on {b}", lambda: anyio_overhead_ratio(b))
