@@ -346,7 +346,7 @@ def test_config_file_keys_and_overrides(tmp_path: Path) -> None:
         ("[reservation]\nunreserved = -1\n", r"reservation\.unreserved must be >= 0"),
         ("[reservation]\nwake = 'lifo'\n", r"reservation\.wake must be"),
         ("check = 3\n", r"check must be a table"),
-        ("[check\n", r"not valid TOML"),
+        ("[check\n", r"invalid TOML"),
     ],
 )
 def test_bad_config_names_the_key(tmp_path: Path, toml: str, message: str, capsys: pytest.CaptureFixture) -> None:
@@ -360,7 +360,7 @@ def test_bad_config_names_the_key(tmp_path: Path, toml: str, message: str, capsy
 
 def test_missing_config_file_is_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert main([str(tmp_path / "nope.toml")]) == 2
-    assert "cannot read config" in capsys.readouterr().err
+    assert "nope.toml: cannot read" in capsys.readouterr().err
     assert main(["--max-ops", "0"]) == 2
 
 

@@ -17,12 +17,14 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import reprlib
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from pyresv import _validate
+from pyresv._validate import INT32_MAX
 from pyresv.errors import ConfigError
 from pyresv.sim.policies import POLICIES
 from pyresv.sim.topology import carve, levels_needed
@@ -42,7 +44,21 @@ __all__ = [
     "ClusterFailConfig",
     "ProcessDeathConfig",
     "OP_KINDS",
+    "LIMITS",
+    "MAX_INPUT_BYTES",
+    "MAX_CLUSTERS",
+    "MAX_LEVELS",
+    "MAX_CLUSTER_LEVELS",
+    "MAX_TCBS",
+    "MAX_TRACKS",
+    "MAX_ARRIVALS",
+    "MAX_TIME_S",
+    "MIN_SAMPLE_INTERVAL_MS",
+    "MAX_TIMELINE_CELLS",
     "DEFAULT_TOML",
+    "read_input",
+    "parse_toml",
+    "show",
     "default_config",
     "load",
     "loads",
@@ -50,6 +66,97 @@ __all__ = [
     "to_toml",
 ]
 
+
+# ------------------------------------------------------------------- limits
+# Every size-like input has a bound checked before a run starts (DESIGN
+# section 4), chosen from what one run can hold on a workstation; the README's
+# "Limits" table states them. Measured: 4M tracks cost 2.4 s and 220 MB; one
+# arrival about 280 bytes while the workload is built; the core about
+# 3.6 MB + 0.8 MB per level for each cluster (its tables are
+# max_processes x levels).
+
+#: Largest input file (config TOML, sweep CSV): a bigger one, or one that
+#: never ends (/dev/zero), is refused after reading this many bytes.
+MAX_INPUT_BYTES = 16 * 1024 * 1024
+#: Clusters of a controller.
+MAX_CLUSTERS = 64
+#: Depth levels of a run, and clusters x levels (the core's per-cluster tables).
+MAX_LEVELS = 64
+MAX_CLUSTER_LEVELS = 256
+#: TCBs in the whole controller: clusters x (reserved + unreserved) per cluster.
+MAX_TCBS = 1 << 24
+#: Tracks in all volumes: volumes.count x volumes.tracks.
+MAX_TRACKS = 1 << 22
+#: Host operations a run issues: rate_ops_per_s x duration_s (the expected
+#: Poisson count) plus the scripted [[ops]].
+MAX_ARRIVALS = 1_000_000
+#: Any time or duration, in seconds (1e9 ms, 1e12 us): about 11.6 days.
+MAX_TIME_S = 1e6
+#: Timeline sampling: the period's floor, and samples x values per sample over
+#: the scheduled window (arrivals, establishes, withdraws, faults); past that
+#: window a run that keeps going halves its sampling rate instead of growing.
+MIN_SAMPLE_INTERVAL_MS = 0.001
+MAX_TIMELINE_CELLS = 10_000_000
+
+#: The limits by name, as the README states them.
+LIMITS: dict[str, int | float] = {
+    "MAX_INPUT_BYTES": MAX_INPUT_BYTES,
+    "MAX_CLUSTERS": MAX_CLUSTERS,
+    "MAX_LEVELS": MAX_LEVELS,
+    "MAX_CLUSTER_LEVELS": MAX_CLUSTER_LEVELS,
+    "MAX_TCBS": MAX_TCBS,
+    "MAX_TRACKS": MAX_TRACKS,
+    "MAX_ARRIVALS": MAX_ARRIVALS,
+    "MAX_TIME_S": MAX_TIME_S,
+    "MIN_SAMPLE_INTERVAL_MS": MIN_SAMPLE_INTERVAL_MS,
+    "MAX_TIMELINE_CELLS": MAX_TIMELINE_CELLS,
+}
+
+_SHOW = reprlib.Repr()
+_SHOW.maxlevel = 3
+_SHOW.maxlist = _SHOW.maxtuple = _SHOW.maxdict = 6
+_SHOW.maxstring = _SHOW.maxother = 60
+_SHOW.maxlong = 40
+
+
+def show(value: Any) -> str:
+    """A bounded ``repr`` for error messages: a hostile value (a list of a
+    million items, nesting a thousand deep) still gives one short line."""
+    return _SHOW.repr(value)
+
+
+# ------------------------------------------------------------------- input
+def read_input(path: str | Path) -> str:
+    """The text of an input file (a config, a sweep CSV), read once and bounded.
+
+    Raises :class:`ConfigError` naming the file when it cannot be read, is
+    larger than :data:`MAX_INPUT_BYTES` (``/dev/zero`` included: at most that
+    many bytes are read), or is not UTF-8.
+    """
+    p = Path(path)
+    try:
+        with p.open("rb") as fh:
+            data = fh.read(MAX_INPUT_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError(f"{p}: cannot read: {exc.strerror or exc}") from None
+    if len(data) > MAX_INPUT_BYTES:
+        raise ConfigError(f"{p}: larger than {MAX_INPUT_BYTES:,} bytes, the input limit")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{p}: not UTF-8 text (byte {exc.start} is {data[exc.start]:#04x})") from None
+
+
+def parse_toml(text: str, source: str = "config") -> dict[str, Any]:
+    """TOML text as plain data; :class:`ConfigError` naming ``source`` when it
+    is not TOML, or nests arrays or tables deeper than the parser's recursion
+    allows (``tomllib`` recurses once per level)."""
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{source}: invalid TOML: {exc}") from None
+    except RecursionError:
+        raise ConfigError(f"{source}: invalid TOML: arrays or tables nested too deeply") from None
 
 
 # --------------------------------------------------------------- validators
@@ -60,15 +167,15 @@ Validator = Callable[[str, Any], Any]
 
 def _bounds(key: str, value: float, minimum: float | None, maximum: float | None) -> None:
     if minimum is not None and value < minimum:
-        raise ConfigError(f"{key}: must be >= {minimum}, got {value}")
+        raise ConfigError(f"{key}: must be >= {minimum:,}, got {show(value)}")
     if maximum is not None and value > maximum:
-        raise ConfigError(f"{key}: must be <= {maximum}, got {value}")
+        raise ConfigError(f"{key}: must be <= {maximum:,}, got {show(value)}")
 
 
 def _int(minimum: int | None = None, maximum: int | None = None) -> Validator:
     def check(key: str, value: Any) -> int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{key}: must be an integer, got {value!r}")
+            raise ConfigError(f"{key}: must be an integer, got {show(value)}")
         _bounds(key, value, minimum, maximum)
         return value
 
@@ -80,16 +187,25 @@ def _float(
 ) -> Validator:
     def check(key: str, value: Any) -> float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{key}: must be a number, got {value!r}")
+            raise ConfigError(f"{key}: must be a number, got {show(value)}")
         value = float(value)
         if not math.isfinite(value):
             raise ConfigError(f"{key}: must be finite, got {value}")
         if positive and value <= 0:
-            raise ConfigError(f"{key}: must be > 0, got {value}")
+            raise ConfigError(f"{key}: must be > 0, got {show(value)}")
         _bounds(key, value, minimum, maximum)
         return value
 
     return check
+
+
+_UNIT = {"s": 1.0, "ms": 1e3, "us": 1e6}
+
+
+def _time(unit: str, *, positive: bool = False) -> Validator:
+    # A time or duration in ``unit``, at most MAX_TIME_S: a run's clock is in
+    # microseconds, and a larger value would overflow or lose the microseconds.
+    return _float(0.0, MAX_TIME_S * _UNIT[unit], positive=positive)
 
 
 def _optional(inner: Validator) -> Validator:
@@ -101,7 +217,7 @@ def _optional(inner: Validator) -> Validator:
 
 def _bool(key: str, value: Any) -> bool:
     if not isinstance(value, bool):
-        raise ConfigError(f"{key}: must be true or false, got {value!r}")
+        raise ConfigError(f"{key}: must be true or false, got {show(value)}")
     return value
 
 
@@ -109,25 +225,29 @@ def _choice(*options: str) -> Validator:
     def check(key: str, value: Any) -> str:
         if value not in options:
             shown = " | ".join(repr(o) for o in options)
-            raise ConfigError(f"{key}: must be one of {shown}, got {value!r}")
+            raise ConfigError(f"{key}: must be one of {shown}, got {show(value)}")
         return value
 
     return check
 
 
 def depths_value(key: str, value: Any) -> tuple[tuple[int, int], ...]:
-    # FIG 3A-3C: one [pools, pool_size] pair per depth level; the allocators' own check.
+    # FIG 3A-3C: one [pools, pool_size] pair per depth level; the allocators' own check,
+    # after the run's own bound on levels (a list of a million levels is refused unread).
+    if isinstance(value, (list, tuple)) and len(value) > MAX_LEVELS:
+        raise ConfigError(f"{key}: {len(value):,} depth levels; a run has at most {MAX_LEVELS}")
     try:
         return _validate.check_depths(value, key)
     except ValueError as exc:
-        raise ConfigError(str(exc)) from None
+        message = str(exc)  # one line, however large the value it shows
+        raise ConfigError(message if len(message) <= 300 else message[:297] + "...") from None
 
 
 def _range_ms(key: str, value: Any) -> tuple[float, float]:
     # A [min, max] pair of non-negative times.
     if not isinstance(value, list) or len(value) != 2:
-        raise ConfigError(f"{key}: must be a [min, max] pair, got {value!r}")
-    lo, hi = (_float(0.0)(f"{key}[{i}]", v) for i, v in enumerate(value))
+        raise ConfigError(f"{key}: must be a [min, max] pair, got {show(value)}")
+    lo, hi = (_time("ms")(f"{key}[{i}]", v) for i, v in enumerate(value))
     if hi < lo:
         raise ConfigError(f"{key}: max {hi} is below min {lo}")
     return (lo, hi)
@@ -137,7 +257,7 @@ def _tables(cls: type) -> Validator:
     # An array of tables, each parsed as the dataclass ``cls``.
     def check(key: str, value: Any) -> tuple[Any, ...]:
         if not isinstance(value, list):
-            raise ConfigError(f"{key}: must be an array of tables ([[{key}]]), got {value!r}")
+            raise ConfigError(f"{key}: must be an array of tables ([[{key}]]), got {show(value)}")
         return tuple(_parse_section(cls, item, f"{key}[{i}]") for i, item in enumerate(value))
 
     return check
@@ -160,15 +280,15 @@ MAX_PROCESSES = 65536
 class ControllerConfig:
     """``[controller]``: the storage controller as a whole (FIG 1)."""
 
-    clusters: int = field(default=2, metadata=_key(_int(2, 64), "number of clusters C"))
+    clusters: int = field(default=2, metadata=_key(_int(2, MAX_CLUSTERS), "number of clusters C"))
     policy: str = field(default="depth", metadata=_key(_choice(*POLICIES), "TCB policy (pyresv.sim.policies)"))
     seed: int = field(default=1, metadata=_key(_int(0), "seed of the workload generator"))
     message_latency_ms: float = field(
-        default=0.05, metadata=_key(_float(0.0), "one-way inter-cluster message latency")
+        default=0.05, metadata=_key(_time("ms"), "one-way inter-cluster message latency")
     )
     # extra: the livelock guard; a run that reaches it stops and is flagged.
     max_sim_time_s: float = field(
-        default=3600.0, metadata=_key(_float(positive=True), "simulated-time limit")
+        default=3600.0, metadata=_key(_time("s", positive=True), "simulated-time limit")
     )
 
 
@@ -179,9 +299,9 @@ class ReservationConfig:
     depths: tuple[tuple[int, int], ...] = field(
         default=((4, 9), (4, 9), (4, 9)), metadata=_key(depths_value, "[pools, pool_size] per level")
     )
-    unreserved: int = field(default=32, metadata=_key(_int(0), "unreserved TCBs (122a/122b)"))
+    unreserved: int = field(default=32, metadata=_key(_int(0, MAX_TCBS), "unreserved TCBs (122a/122b)"))
     system_tcbs: int = field(
-        default=256, metadata=_key(_int(1), "TCB budget the pools are carved from")
+        default=256, metadata=_key(_int(1, MAX_TCBS), "TCB budget the pools are carved from")
     )
     wake: str = field(
         default="deepest", metadata=_key(_choice("deepest", "fifo"), "who gets a freed unreserved TCB")
@@ -202,12 +322,12 @@ class FlashCopyConfig:
 
     source: int = field(default=0, metadata=_key(_int(0), "source volume"))
     target: int = field(default=1, metadata=_key(_int(0), "target volume"))
-    at_s: float = field(default=0.0, metadata=_key(_float(0.0), "establish time"))
+    at_s: float = field(default=0.0, metadata=_key(_time("s"), "establish time"))
     background_copy: bool = field(default=True, metadata=_key(_bool, "copy every track in the background"))
     # extras
     copy_streams: int = field(default=1, metadata=_key(_int(1, 4096), "parallel background-copy workers"))
     withdraw_s: float | None = field(
-        default=None, metadata=_key(_optional(_float(0.0)), "withdraw time (absent: never)")
+        default=None, metadata=_key(_optional(_time("s")), "withdraw time (absent: never)")
     )
 
 
@@ -215,7 +335,7 @@ class FlashCopyConfig:
 class WorkloadConfig:
     """``[workload]``: random host operations arriving during ``duration_s``."""
 
-    duration_s: float = field(default=2.0, metadata=_key(_float(0.0), "arrival window"))
+    duration_s: float = field(default=2.0, metadata=_key(_time("s"), "arrival window"))
     rate_ops_per_s: float = field(default=5000.0, metadata=_key(_float(0.0), "Poisson arrival rate"))
     read_fraction: float = field(default=0.5, metadata=_key(_float(0.0, 1.0), "share of reads"))
     # extras
@@ -231,15 +351,15 @@ class WorkloadConfig:
 class TimingConfig:
     """``[timing]`` (extra): service time of each step, in microseconds."""
 
-    read_us: float = field(default=20.0, metadata=_key(_float(0.0), "host read from cache"))
-    write_us: float = field(default=20.0, metadata=_key(_float(0.0), "host write into cache"))
-    stage_us: float = field(default=100.0, metadata=_key(_float(0.0), "read a track from disk"))
-    destage_us: float = field(default=150.0, metadata=_key(_float(0.0), "write a track to disk"))
-    copy_us: float = field(default=30.0, metadata=_key(_float(0.0), "write a copied track on a target"))
-    establish_us: float = field(default=50.0, metadata=_key(_float(0.0), "one relationship-table update"))
-    init_us: float = field(default=100.0, metadata=_key(_float(0.0), "one initialization attempt"))
+    read_us: float = field(default=20.0, metadata=_key(_time("us"), "host read from cache"))
+    write_us: float = field(default=20.0, metadata=_key(_time("us"), "host write into cache"))
+    stage_us: float = field(default=100.0, metadata=_key(_time("us"), "read a track from disk"))
+    destage_us: float = field(default=150.0, metadata=_key(_time("us"), "write a track to disk"))
+    copy_us: float = field(default=30.0, metadata=_key(_time("us"), "write a copied track on a target"))
+    establish_us: float = field(default=50.0, metadata=_key(_time("us"), "one relationship-table update"))
+    init_us: float = field(default=100.0, metadata=_key(_time("us"), "one initialization attempt"))
     destage_delay_us: float = field(
-        default=2000.0, metadata=_key(_float(0.0), "write-back delay before a dirty track is destaged")
+        default=2000.0, metadata=_key(_time("us"), "write-back delay before a dirty track is destaged")
     )
 
 
@@ -248,7 +368,8 @@ class MetricsConfig:
     """``[metrics]`` (extra): the timeline recorder."""
 
     sample_interval_ms: float = field(
-        default=10.0, metadata=_key(_float(positive=True), "timeline sampling period")
+        default=10.0,
+        metadata=_key(_float(MIN_SAMPLE_INTERVAL_MS, MAX_TIME_S * 1e3), "timeline sampling period"),
     )
 
 
@@ -256,7 +377,7 @@ class MetricsConfig:
 class OpConfig:
     """One scripted ``[[ops]]`` host operation (extra; the scenarios use them)."""
 
-    at_s: float = field(default=0.0, metadata=_key(_float(0.0), "arrival time"))
+    at_s: float = field(default=0.0, metadata=_key(_time("s"), "arrival time"))
     op: str = field(default="read", metadata=_key(_choice(*OP_KINDS), "operation kind"))
     volume: int = field(default=0, metadata=_key(_int(0), "volume"))
     track: int = field(default=0, metadata=_key(_int(0), "track"))
@@ -267,7 +388,7 @@ class ClusterFailConfig:
     """One ``[[faults.cluster_fail]]``: a cluster fails at ``at_s``."""
 
     cluster: int = field(default=0, metadata=_key(_int(0), "the cluster that fails"))
-    at_s: float = field(default=0.0, metadata=_key(_float(0.0), "failure time"))
+    at_s: float = field(default=0.0, metadata=_key(_time("s"), "failure time"))
 
 
 @dataclass(frozen=True)
@@ -279,7 +400,7 @@ class ProcessDeathConfig:
     of the two addressings is given.
     """
 
-    at_s: float = field(default=0.0, metadata=_key(_float(0.0), "time of death"))
+    at_s: float = field(default=0.0, metadata=_key(_time("s"), "time of death"))
     pid: int | None = field(default=None, metadata=_key(_optional(_int(0)), "the live process with this pid"))
     cluster: int | None = field(
         default=None, metadata=_key(_optional(_int(0)), "with level: the holder of a TCB there")
@@ -306,11 +427,11 @@ class FaultsConfig:
         default=(0.0, 0.0), metadata=_key(_range_ms, "extra [min, max] delay of a message")
     )
     message_timeout_ms: float = field(
-        default=1.0, metadata=_key(_float(positive=True), "a lost message is noticed this long after it was sent")
+        default=1.0, metadata=_key(_time("ms", positive=True), "a lost message is noticed this long after it was sent")
     )
     message_retries: int = field(default=3, metadata=_key(_int(0, 1000), "resends of a request before the call fails"))
     op_retries: int = field(default=1, metadata=_key(_int(0, 1000), "restarts of an aborted operation"))
-    retry_delay_ms: float = field(default=0.1, metadata=_key(_float(0.0), "delay before an aborted operation restarts"))
+    retry_delay_ms: float = field(default=0.1, metadata=_key(_time("ms"), "delay before an aborted operation restarts"))
     cluster_fail: tuple[ClusterFailConfig, ...] = field(
         default=(), metadata=_key(_tables(ClusterFailConfig), "[[faults.cluster_fail]] entries")
     )
@@ -427,7 +548,7 @@ def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
 # ------------------------------------------------------------------ parsing
 def _parse_section(cls: type, raw: Any, where: str) -> Any:
     if not isinstance(raw, dict):
-        raise ConfigError(f"{where}: must be a table, got {raw!r}")
+        raise ConfigError(f"{where}: must be a table, got {show(raw)}")
     fields = {f.name: f for f in dataclasses.fields(cls)}
     for key in raw:
         if key not in fields:
@@ -460,7 +581,7 @@ def parse(data: Mapping[str, Any]) -> Config:
     for name, cls in _ARRAYS.items():
         raw = data.get(name, [])
         if not isinstance(raw, list):
-            raise ConfigError(f"{name}: must be an array of tables ([[{name}]]), got {raw!r}")
+            raise ConfigError(f"{name}: must be an array of tables ([[{name}]]), got {show(raw)}")
         sections[name] = tuple(_parse_section(cls, item, f"{name}[{i}]") for i, item in enumerate(raw))
     config = Config(**sections)
     for check in _CROSS_CHECKS:
@@ -470,21 +591,12 @@ def parse(data: Mapping[str, Any]) -> Config:
 
 def loads(text: str, *, source: str = "config") -> Config:
     """Parse TOML text; syntax errors become :class:`ConfigError`."""
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{source}: invalid TOML: {exc}") from None
-    return parse(data)
+    return parse(parse_toml(text, source))
 
 
 def load(path: str | Path) -> Config:
-    """Read and validate a TOML config file."""
-    p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"{p}: cannot read: {exc.strerror}") from None
-    return loads(text, source=str(p))
+    """Read and validate a TOML config file (see :func:`read_input` for the file's limits)."""
+    return loads(read_input(path), source=str(path))
 
 
 # ------------------------------------------------------------- cross checks
@@ -494,7 +606,85 @@ def _check_reservation(config: Config) -> None:
         raise ConfigError(
             f"reservation.unreserved: {r.unreserved} exceeds reservation.system_tcbs = {r.system_tcbs}"
         )
-    carve(r.depths, r.unreserved, r.system_tcbs)  # ConfigError when even the smallest pools fail
+    carved = carve(r.depths, r.unreserved, r.system_tcbs)  # ConfigError when even the smallest pools fail
+    clusters = config.controller.clusters
+    per_cluster = carved.reserved + r.unreserved
+    if clusters * per_cluster > MAX_TCBS:
+        raise ConfigError(
+            f"reservation: {clusters} clusters x {per_cluster:,} TCBs is {clusters * per_cluster:,} TCBs; "
+            f"a run holds at most {MAX_TCBS:,}"
+        )
+    if clusters * config.levels > MAX_CLUSTER_LEVELS:
+        raise ConfigError(
+            f"reservation.depths: {clusters} clusters x {config.levels} levels is more than the "
+            f"{MAX_CLUSTER_LEVELS} a run holds (each cluster's allocator has tables per level)"
+        )
+
+
+def _check_volumes(config: Config) -> None:
+    v = config.volumes
+    if v.count * v.tracks > MAX_TRACKS:
+        raise ConfigError(
+            f"volumes.tracks: {v.count:,} volumes x {v.tracks:,} tracks is {v.count * v.tracks:,} tracks; "
+            f"a run holds at most {MAX_TRACKS:,}"
+        )
+
+
+def _check_workload(config: Config) -> None:
+    w = config.workload
+    expected = w.rate_ops_per_s * w.duration_s
+    if expected + len(config.ops) > MAX_ARRIVALS:
+        raise ConfigError(
+            f"workload.rate_ops_per_s: {w.rate_ops_per_s:g} ops/s over duration_s = {w.duration_s:g} is "
+            f"{expected + len(config.ops):,.0f} host operations; a run issues at most {MAX_ARRIVALS:,}"
+        )
+
+
+def _check_timeline(config: Config) -> None:
+    # Samples in the window where work is scheduled; past it a run halves its
+    # sampling rate whenever the timeline is full (Simulation.run).
+    times = [config.workload.duration_s]
+    times += [fc.at_s for fc in config.flashcopy]
+    times += [fc.withdraw_s for fc in config.flashcopy if fc.withdraw_s is not None]
+    times += [op.at_s for op in config.ops]
+    times += [cf.at_s for cf in config.faults.cluster_fail]
+    times += [pd.at_s for pd in config.faults.process_death]
+    window_ms = max(times) * 1e3
+    interval = config.metrics.sample_interval_ms
+    cells = timeline_cells(config)
+    samples = window_ms / interval + 1
+    if samples * cells > MAX_TIMELINE_CELLS:
+        raise ConfigError(
+            f"metrics.sample_interval_ms: {interval:g} ms over the {window_ms:g} ms of scheduled work is "
+            f"{samples:,.0f} samples of {cells} values; a run holds at most {MAX_TIMELINE_CELLS:,} values "
+            f"(a sample interval of at least {window_ms * cells / MAX_TIMELINE_CELLS:.3g} ms)"
+        )
+
+
+def timeline_cells(config: Config) -> int:
+    """Values in one timeline sample: held and queued per (cluster, level), completed per cluster."""
+    c = config.controller.clusters
+    return 2 * c * config.levels + c
+
+
+def _cascade_lengths(rels: tuple[FlashCopyConfig, ...]) -> list[int]:
+    # Relationships in the chain ending at each one (1: not cascaded), walked
+    # without recursion: a long chain must not exhaust the stack before it is refused.
+    incoming = {fc.target: i for i, fc in enumerate(rels)}
+    length: dict[int, int] = {}
+    for i in range(len(rels)):
+        chain: list[int] = []
+        on_chain: set[int] = set()
+        k: int | None = i
+        while k is not None and k not in length and k not in on_chain:
+            chain.append(k)
+            on_chain.add(k)
+            k = incoming.get(rels[k].source)
+        n = length.get(k, 0) if k is not None else 0  # 0 at a chain's start (or a cycle, refused elsewhere)
+        for k in reversed(chain):
+            n += 1
+            length[k] = n
+    return [length[i] for i in range(len(rels))]
 
 
 def _check_flashcopy(config: Config) -> None:
@@ -532,6 +722,14 @@ def _check_flashcopy(config: Config) -> None:
                     f"flashcopy[{j}].withdraw_s: volume {inc.target} is the source of flashcopy[{i}]; "
                     "a cascaded relationship cannot be withdrawn"
                 )
+    lengths = _cascade_lengths(rels)
+    longest = max(lengths, default=0)
+    if longest > MAX_LEVELS:
+        i = lengths.index(longest)
+        raise ConfigError(
+            f"flashcopy[{i}]: ends a cascade of {longest} relationships, which needs more than the "
+            f"{MAX_LEVELS} depth levels a run may have"
+        )
     need = levels_needed(config.controller.clusters, [(fc.source, fc.target) for fc in rels])
     if need > config.levels:
         raise ConfigError(
@@ -579,6 +777,9 @@ def _check_faults(config: Config) -> None:
 
 
 _CROSS_CHECKS: list[Callable[[Config], None]] = [
+    _check_volumes,
+    _check_workload,
+    _check_timeline,
     _check_reservation,
     _check_flashcopy,
     _check_ops,

@@ -594,7 +594,9 @@ class Simulation:
         limit = self.config.controller.max_sim_time_s * 1e6
         next_sample = 0.0
         timed_out = False
-        record = self.metrics.sample
+        metrics = self.metrics
+        record = metrics.sample
+        capacity = metrics.capacity
         # Our own loop rather than env.run(until=...): the run must end the
         # moment the queue empties (a deadlock leaves it empty).
         step_before = run_before if self.fork else _step_before
@@ -606,6 +608,10 @@ class Simulation:
             if next_sample >= limit:
                 timed_out = True
                 break
+            if metrics.samples >= capacity:  # full: every other sample, at half the rate
+                metrics.thin()
+                dt *= 2
+                next_sample = metrics.last_sample_us
             next_sample = min(next_sample + dt, limit)
         end = self.t_last
         return self._result(end, timed_out)

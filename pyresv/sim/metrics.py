@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from pyresv.sim.config import MAX_TIMELINE_CELLS
+
 __all__ = ["MetricsRecorder", "Timeline", "OP_CODES"]
 
 #: Host operation kinds, in the order of :attr:`Timeline.op_kind` codes.
@@ -43,9 +45,14 @@ class Timeline:
 class MetricsRecorder:
     """Collects samples and operation latencies during a run (cheap appends)."""
 
-    def __init__(self, clusters: int, levels: int) -> None:
+    def __init__(self, clusters: int, levels: int, capacity: int | None = None) -> None:
         self.clusters = clusters
         self.levels = levels
+        #: Samples the timeline holds (:data:`pyresv.sim.config.MAX_TIMELINE_CELLS`
+        #: values); the run thins it (:meth:`thin`) and halves its sampling rate when full.
+        self.capacity = capacity if capacity is not None else max(
+            2, MAX_TIMELINE_CELLS // (2 * clusters * levels + clusters)
+        )
         self._times: list[float] = []
         self._held: list[list[int]] = []
         self._queued: list[list[int]] = []
@@ -71,6 +78,25 @@ class MetricsRecorder:
         self._held.append([x for row in held for x in row[1:]])
         self._queued.append([x for row in queued for x in row[1:]])
         self._completed.append(list(completed))
+
+    @property
+    def samples(self) -> int:
+        """Samples recorded so far."""
+        return len(self._times)
+
+    @property
+    def last_sample_us(self) -> float:
+        """Time of the latest sample kept."""
+        return self._times[-1]
+
+    def thin(self) -> None:
+        """Keep every other sample (the first, the third, ...): the timeline of a
+        run that outlives its scheduled work keeps its memory bounded and its
+        samples evenly spaced, at twice the period."""
+        self._times = self._times[::2]
+        self._held = self._held[::2]
+        self._queued = self._queued[::2]
+        self._completed = self._completed[::2]
 
     def record_op(self, kind: int, cluster: int, start_us: float, end_us: float) -> None:
         """One host operation of kind ``OP_CODES[kind]`` completed."""

@@ -55,14 +55,13 @@ import json
 import pickle
 import sys
 import time
-import tomllib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from pyresv._factory import ALLOCATORS, allocator_class
 from pyresv.errors import PENDING, AllocatorError, ConfigError
-from pyresv.sim.config import Config, depths_value
+from pyresv.sim.config import MAX_CLUSTERS, Config, depths_value, parse_toml, read_input, show
 from pyresv.sim.policies import POLICIES
 from pyresv.sim.policies import allocator_args as policy_allocator_args
 
@@ -94,7 +93,17 @@ CLONE_METHODS = ("replay", "pickle")
 DEFAULT_DEPTHS: tuple[tuple[int, int], ...] = ((1, 1), (1, 1), (1, 1))
 DEFAULT_UNRESERVED = 2
 DEFAULT_MAX_OPS = 5
-DEFAULT_MAX_STATES = 3_000_000
+#: The default state cap: about 700 bytes per state at 5-6 operations (measured
+#: RSS: 158 MB for the default's 236,072 states, 387 MB for 500,000 at
+#: --max-ops 6), so the default search stops near 1 GB with exit status 3.
+DEFAULT_MAX_STATES = 1_000_000
+
+#: Bounds of a check model, checked before the search: what one search can
+#: hold (states), and what each explored state costs to check (every TCB of
+#: the cluster that moved is compared with the model's holder).
+MAX_CHECK_STATES = 5_000_000
+MAX_CHECK_OPS = 64
+MAX_CHECK_TCBS = 4096
 
 _USED = {
     "controller": ("clusters", "policy"),
@@ -132,15 +141,15 @@ class CheckConfig:
     max_states: int = DEFAULT_MAX_STATES
 
     def __post_init__(self) -> None:
-        _int_at_least("controller.clusters", self.clusters, 2)
+        _int_at_least("controller.clusters", self.clusters, 2, MAX_CLUSTERS)
         if self.policy not in POLICIES:
             shown = " | ".join(repr(p) for p in POLICIES)
-            raise ConfigError(f"controller.policy must be one of {shown}, got {self.policy!r}")
+            raise ConfigError(f"controller.policy must be one of {shown}, got {show(self.policy)}")
         object.__setattr__(self, "depths", depths_value("reservation.depths", self.depths))
-        _int_at_least("reservation.unreserved", self.unreserved, 0)
+        _int_at_least("reservation.unreserved", self.unreserved, 0, MAX_CHECK_TCBS)
         if self.wake not in WAKE_POLICIES:
-            raise ConfigError(f"reservation.wake must be 'deepest' or 'fifo', got {self.wake!r}")
-        _int_at_least("check.max_ops", self.max_ops, 1)
+            raise ConfigError(f"reservation.wake must be 'deepest' or 'fifo', got {show(self.wake)}")
+        _int_at_least("check.max_ops", self.max_ops, 1, MAX_CHECK_OPS)
         levels = len(self.depths)
         if self.hops is None:
             object.__setattr__(self, "hops", min(levels, 3))
@@ -150,7 +159,12 @@ class CheckConfig:
                 f"check.hops = {self.hops} needs {self.hops} depth levels "
                 f"(one per hop, [0038]) but reservation.depths has {levels}"
             )
-        _int_at_least("check.max_states", self.max_states, 1)
+        _int_at_least("check.max_states", self.max_states, 1, MAX_CHECK_STATES)
+        if self.tcbs_per_cluster > MAX_CHECK_TCBS:
+            raise ConfigError(
+                f"reservation.depths: {self.tcbs_per_cluster:,} TCBs per cluster; a check holds at most "
+                f"{MAX_CHECK_TCBS:,} (each state compares every TCB with the model)"
+            )
 
     @property
     def levels(self) -> int:
@@ -175,11 +189,13 @@ class CheckConfig:
         return tuple((op + s) % self.clusters for s in range(self.hops))
 
 
-def _int_at_least(key: str, value: Any, minimum: int) -> int:
+def _int_at_least(key: str, value: Any, minimum: int, maximum: int | None = None) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigError(f"{key} must be an integer, got {value!r}")
+        raise ConfigError(f"{key} must be an integer, got {show(value)}")
     if value < minimum:
-        raise ConfigError(f"{key} must be >= {minimum}, got {value}")
+        raise ConfigError(f"{key} must be >= {minimum}, got {show(value)}")
+    if maximum is not None and value > maximum:
+        raise ConfigError(f"{key} must be <= {maximum:,}, got {show(value)}")
     return value
 
 
@@ -199,13 +215,7 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> tuple[Check
     raw: dict[str, Any] = {}
     simulator = _simulator_keys()
     if path is not None:
-        try:
-            with open(path, "rb") as f:
-                raw = tomllib.load(f)
-        except OSError as e:
-            raise ConfigError(f"cannot read config {str(path)!r}: {e.strerror or e}") from None
-        except tomllib.TOMLDecodeError as e:
-            raise ConfigError(f"config {str(path)!r} is not valid TOML: {e}") from None
+        raw = parse_toml(read_input(path), str(path))
     values: dict[str, Any] = {}
     ignored: list[str] = []
     for table, content in raw.items():
@@ -215,7 +225,7 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> tuple[Check
                 continue
             raise ConfigError(f"{table}: unknown table (check reads [controller], [reservation], [check])")
         if not isinstance(content, dict):
-            raise ConfigError(f"{table} must be a table, got {content!r}")
+            raise ConfigError(f"{table} must be a table, got {show(content)}")
         for key, value in content.items():
             if key in _USED[table]:
                 values[key] = value
