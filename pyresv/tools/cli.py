@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import tempfile
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from pyresv import __version__
@@ -296,12 +299,72 @@ def extras_needed(args: argparse.Namespace) -> list[str]:
     return needed
 
 
+#: Commands whose ``--out`` is a file; every other ``--out`` is a directory to fill.
+OUT_FILES = frozenset({"sweep"})
+
+#: Exit status after the reader of stdout went away (``pyresv faults --json | head``):
+#: 128 + SIGPIPE, what a shell reports for a command a closed pipe stopped.
+EXIT_CLOSED_PIPE = 141
+
+
+def check_out(path: str, kind: str = "dir") -> None:
+    """Refuse an ``--out`` that cannot be written, before any work: raise
+    :class:`ConfigError` naming it.
+
+    ``kind`` is ``"dir"`` (a directory the command creates or fills) or
+    ``"file"``. Nothing is left behind: an existing file is opened for
+    appending (not truncated), and where the path does not exist yet a
+    temporary directory is made and removed in its nearest existing ancestor.
+    """
+    if not path:
+        raise ConfigError("--out: an empty path")
+    p = Path(path)
+    try:
+        if p.exists():
+            if kind == "dir":
+                if not p.is_dir():
+                    raise ConfigError(f"--out: {p} exists and is not a directory")
+                os.rmdir(tempfile.mkdtemp(dir=p, prefix=".pyresv-"))
+            else:
+                if p.is_dir():
+                    raise ConfigError(f"--out: {p} is a directory, not a file")
+                with p.open("a"):
+                    pass
+            return
+        ancestor = p.parent
+        while not ancestor.exists():
+            ancestor = ancestor.parent
+        if not ancestor.is_dir():
+            raise ConfigError(f"--out: {p}: {ancestor} is not a directory")
+        os.rmdir(tempfile.mkdtemp(dir=ancestor, prefix=".pyresv-"))
+    except OSError as exc:
+        raise ConfigError(f"--out: {p}: cannot write: {exc.strerror or exc}") from None
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Run the ``pyresv`` command line; returns the exit status."""
+    """Run the ``pyresv`` command line; returns the exit status.
+
+    Writing to a closed pipe ends quietly with :data:`EXIT_CLOSED_PIPE`
+    (Python's recipe: stdout is pointed at ``os.devnull`` so the interpreter's
+    final flush does not fail again).
+    """
+    try:
+        status = _main(argv)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_CLOSED_PIPE
+    return status
+
+
+def _main(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     try:
         for extra in extras_needed(args):  # before any work: nothing runs without them
             require(extra, f"pyresv {args.command}")
+        if getattr(args, "out", None) is not None:
+            check_out(args.out, "file" if args.command in OUT_FILES else "dir")
         return args.handler(args)
     except ConfigError as exc:
         print(f"pyresv: config error: {exc}", file=sys.stderr)
