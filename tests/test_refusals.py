@@ -262,6 +262,7 @@ def test_malformed_scheduler_addresses_are_refused(
                     "--scheduler", expect)
     assert len(line) < 400
     _refused(capsys, ["size", cfg, "--scheduler", address], "--scheduler", expect)
+    _refused(capsys, ["compare", cfg, "--scheduler", address], "--scheduler", expect)
 
 
 @pytest.fixture
@@ -292,7 +293,7 @@ def silent_scheduler() -> Iterator[str]:
             c.close()
 
 
-@pytest.mark.parametrize("command", ["sweep", "size"])
+@pytest.mark.parametrize("command", ["sweep", "size", "compare"])
 def test_a_silent_scheduler_is_refused_at_the_deadline(
     command: str, silent_scheduler: str, tmp_path: Path
 ) -> None:

@@ -36,6 +36,7 @@ from pyresv.errors import ConfigError
 from pyresv.sim.config import Config, default_config, load
 from pyresv.sim.policies import POLICIES
 from pyresv.sim.topology import carve
+from pyresv.tools.sweep import DEFAULT_TIMEOUT_S, add_dask_arguments, check_dask_arguments, check_sizes
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -157,6 +158,7 @@ def compare(
     client: Client | None = None,
     workers: int = 0,
     scheduler: str | None = None,
+    timeout: float = DEFAULT_TIMEOUT_S,
     allocator: str = "auto",
     progress: bool | None = False,
 ) -> CompareResult:
@@ -169,8 +171,7 @@ def compare(
     """
     from pyresv.tools.sweep import execute, open_client
 
-    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
-        raise ConfigError(f"--seeds: must be an integer >= 1, got {seeds!r}")
+    check_sizes(1, seeds)
     policies = parse_policies(",".join(policies))
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
         raise ConfigError(f"--workers: must be >= 0, got {workers!r}")
@@ -182,10 +183,10 @@ def compare(
         for p in policies for s in seed_list
     ]
     t0 = time.perf_counter()
-    if client is not None or (workers == 0 and not scheduler):
+    if client is not None or (workers == 0 and scheduler is None):
         outcomes = execute(configs, client, allocator=allocator, progress=progress)
     else:
-        with open_client(workers, scheduler) as opened:
+        with open_client(workers, scheduler, timeout=timeout) as opened:
             outcomes = execute(configs, opened, allocator=allocator, progress=progress)
     wall = time.perf_counter() - t0
     failed = [o for o in outcomes if o.error]
@@ -228,7 +229,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seeds", type=int, default=3, help="runs per policy: controller.seed + 0 .. N-1 (default 3)")
     p.add_argument("--workers", type=int, default=0,
                    help="run on a local Dask cluster of this many processes on 127.0.0.1 (default 0: serially here)")
-    p.add_argument("--scheduler", metavar="ADDRESS", help="run on this Dask scheduler")
+    add_dask_arguments(p)
     p.add_argument("--json", action="store_true",
                    help='print {"tcbs_per_cluster", "seeds", "policies": [...], "price_of_safety"}')
     p.add_argument("--out", metavar="DIR", help="also write compare.png and compare.csv into DIR")
@@ -254,13 +255,12 @@ def _price_line(result: CompareResult) -> str:
 
 def run_cli(args: argparse.Namespace, *, out: Callable[[str], None] = print) -> int:
     """``pyresv compare``: the table (or JSON); exit 0, or 1 when a run failed."""
+    check_dask_arguments(args)
     config = load(args.config) if args.config else default_config()
     policies = parse_policies(args.policies)
-    if args.workers < 0:
-        raise ConfigError(f"--workers: must be >= 0, got {args.workers}")
     try:
         result = compare(config, policies, args.seeds, workers=args.workers, scheduler=args.scheduler,
-                         allocator=args.allocator, progress=None)
+                         timeout=args.timeout, allocator=args.allocator, progress=None)
     except RuntimeError as exc:
         print(f"pyresv compare: {exc}", file=sys.stderr)
         return 1

@@ -69,8 +69,9 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from pyresv._factory import ALLOCATORS
 from pyresv.errors import ConfigError
-from pyresv.sim.config import Config, default_config, load
+from pyresv.sim.config import Config, default_config, load, show
 from pyresv.tools.compare import policy_row
+from pyresv.tools.sweep import add_dask_arguments, check_dask_arguments
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -91,6 +92,9 @@ __all__ = [
     "add_arguments",
     "run_cli",
 ]
+
+#: Seeds per candidate (every candidate runs each; the search tries dozens).
+MAX_SEEDS = 1000
 
 #: Pools per level of the first unconstrained attempt, and the cap of the doubling.
 UNCONSTRAINED_START = 64
@@ -352,12 +356,12 @@ def size(
     candidate run in parallel). ``log`` receives one line per trial.
     Raises :class:`ConfigError` for bad ``seeds``/``tolerance``/``latency_factor``.
     """
-    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
-        raise ConfigError(f"--seeds: must be an integer >= 1, got {seeds!r}")
+    if isinstance(seeds, bool) or not isinstance(seeds, int) or not 1 <= seeds <= MAX_SEEDS:
+        raise ConfigError(f"--seeds: must be an integer in [1, {MAX_SEEDS}], got {show(seeds)}")
     if not 0.0 <= tolerance < 1.0:
         raise ConfigError(f"--tolerance: must be in [0, 1), got {tolerance!r}")
-    if latency_factor is not None and not latency_factor >= 1.0:
-        raise ConfigError(f"--latency-factor: must be >= 1, got {latency_factor!r}")
+    if latency_factor is not None and not 1.0 <= latency_factor < math.inf:
+        raise ConfigError(f"--latency-factor: must be a finite number >= 1, got {latency_factor!r}")
     s = _Search(config, seeds, tolerance, latency_factor, client, allocator, log)
     lb = lower_bound(config)
     levels = config.levels
@@ -628,8 +632,8 @@ def size_budget(
         raise ConfigError(f"--budget: must be >= {levels} (one pool of one TCB per level, [0021]), got {budget!r}")
     if budget > BUDGET_MAX:
         raise ConfigError(f"--budget: must be <= {BUDGET_MAX}, got {budget}")
-    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
-        raise ConfigError(f"--seeds: must be an integer >= 1, got {seeds!r}")
+    if isinstance(seeds, bool) or not isinstance(seeds, int) or not 1 <= seeds <= MAX_SEEDS:
+        raise ConfigError(f"--seeds: must be an integer in [1, {MAX_SEEDS}], got {show(seeds)}")
     if isinstance(max_tries, bool) or not isinstance(max_tries, int) or max_tries < 1:
         raise ConfigError(f"--max-tries: must be >= 1, got {max_tries!r}")
     s = _BudgetSearch(config, budget, seeds, client, allocator, max_tries, log)
@@ -723,7 +727,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, default=0,
                    help="run the seeds on a local Dask cluster of this many processes on 127.0.0.1 "
                         "(default 0: serially here)")
-    p.add_argument("--scheduler", metavar="ADDRESS", help="run the seeds on this Dask scheduler")
+    add_dask_arguments(p)
     p.add_argument("--json", action="store_true", help="print the answer and everything tried as JSON")
     p.add_argument("--allocator", choices=ALLOCATORS, default="auto",
                    help="allocator implementation (default: the compiled core when built)")
@@ -742,10 +746,10 @@ def _run_budget(
     if budget < config.levels or budget > BUDGET_MAX or args.max_tries < 1 or args.seeds < 1:
         search(None)  # raises ConfigError naming the argument
     try:
-        if args.scheduler or args.workers > 0:
+        if args.scheduler is not None or args.workers > 0:
             from pyresv.tools.sweep import open_client
 
-            with open_client(args.workers or 1, args.scheduler) as client:
+            with open_client(args.workers or 1, args.scheduler, timeout=args.timeout) as client:
                 result = search(client)
         else:
             result = search(None)
@@ -782,19 +786,18 @@ def _run_budget(
 def run_cli(args: argparse.Namespace, *, out: Callable[[str], None] = print) -> int:
     """``pyresv size``: print what was tried and the answer (or JSON); with
     ``--budget T`` the best split of T TCBs (exit 1 when no split completed)."""
+    check_dask_arguments(args)
     config = load(args.config) if args.config else default_config()
-    if args.workers < 0:
-        raise ConfigError(f"--workers: must be >= 0, got {args.workers}")
     log = None if args.json else out
     budget = getattr(args, "budget", None)
     if budget is not None:
         return _run_budget(config, args, budget, log, out)
     if log and config.controller.policy != "depth":
         log(f"note: controller.policy is {config.controller.policy!r}; sizing is for the depth policy")
-    if args.scheduler or args.workers > 0:
+    if args.scheduler is not None or args.workers > 0:
         from pyresv.tools.sweep import open_client
 
-        with open_client(args.workers or 1, args.scheduler) as client:
+        with open_client(args.workers or 1, args.scheduler, timeout=args.timeout) as client:
             result = size(config, args.seeds, tolerance=args.tolerance,
                           latency_factor=args.latency_factor, client=client,
                           allocator=args.allocator, log=log)

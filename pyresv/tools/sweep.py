@@ -25,6 +25,7 @@ this process, without Dask.
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import contextlib
 import csv
 import itertools
@@ -33,15 +34,14 @@ import math
 import re
 import sys
 import time
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence, overload
 
 from pyresv._extras import require
 from pyresv._factory import ALLOCATORS, allocator_class
 from pyresv.errors import ConfigError
-from pyresv.sim.config import Config, default_config, load
+from pyresv.sim.config import Config, default_config, load, parse_toml, show
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -84,6 +84,16 @@ DESIGN_FIELDS: tuple[str, ...] = (
     "sim_time_s",
 )
 
+#: Bounds of a sweep, checked before any point is built: runs (points x
+#: seeds; each keeps a summary row until the CSV is written), swept
+#: combinations (each is validated up front), local worker processes; and the
+#: deadline of every wait on a Dask scheduler (connect, handshake, workers).
+MAX_SWEEP_RUNS = 100_000
+MAX_SWEEP_POINTS = 10_000
+MAX_WORKERS = 64
+DEFAULT_TIMEOUT_S = 10.0
+MAX_TIMEOUT_S = 3600.0
+
 # A bare word given as a value (``depth``, ``fifo``) is a string.
 _BARE_WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-]*")
 
@@ -125,10 +135,10 @@ def parse_values(key: str, text: str) -> list[Any]:
         if not part:
             raise ConfigError(f"{key}: empty value in --set {key}={text}")
         try:
-            values.append(tomllib.loads(f"v = {part}")["v"])
-        except tomllib.TOMLDecodeError:
+            values.append(parse_toml(f"v = {part}", key)["v"])
+        except ConfigError:
             if not _BARE_WORD.fullmatch(part):
-                raise ConfigError(f"{key}: cannot parse value {part!r} as a TOML value") from None
+                raise ConfigError(f"{key}: cannot parse value {show(part)} as a TOML value") from None
             values.append(part)
     return values
 
@@ -153,24 +163,104 @@ class Point:
     config: dict[str, Any]
 
 
+class Points(Sequence[Point]):
+    """The runs of a plan, built on demand: run ``i`` is swept combination
+    ``i // seeds`` with seed ``base + i % seeds``. Only the combinations are
+    kept (each validated once); a run's config is its combination's with the
+    seed replaced, so a plan of 10^5 runs costs 10^5 nothing until it runs."""
+
+    def __init__(self, combos: Sequence[tuple[tuple[Any, ...], dict[str, Any]]], seeds: int) -> None:
+        self._combos = combos
+        self._seeds = seeds
+
+    def __len__(self) -> int:
+        return len(self._combos) * self._seeds
+
+    def _point(self, i: int) -> Point:
+        values, config = self._combos[i // self._seeds]
+        seed = config["controller"]["seed"] + i % self._seeds
+        return Point(i, values, seed, {**config, "controller": {**config["controller"], "seed": seed}})
+
+    @overload
+    def __getitem__(self, i: int) -> Point: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> list[Point]: ...
+
+    def __getitem__(self, i: int | slice) -> Point | list[Point]:
+        if isinstance(i, slice):
+            return [self._point(k) for k in range(*i.indices(len(self)))]
+        n = len(self)
+        if i < 0:
+            i += n
+        if not 0 <= i < n:
+            raise IndexError(f"run {i} of a plan of {n}")
+        return self._point(i)
+
+    def __iter__(self) -> Iterator[Point]:
+        return (self._point(i) for i in range(len(self)))
+
+
+class _Configs(Sequence[dict[str, Any]]):
+    """The configs of a plan's runs, built on demand."""
+
+    def __init__(self, points: Points) -> None:
+        self._points = points
+
+    def __len__(self) -> int:
+        return len(self._points)
+
+    @overload
+    def __getitem__(self, i: int) -> dict[str, Any]: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> list[dict[str, Any]]: ...
+
+    def __getitem__(self, i: int | slice) -> dict[str, Any] | list[dict[str, Any]]:
+        if isinstance(i, slice):
+            return [p.config for p in self._points[i]]
+        return self._points[i].config
+
+
 @dataclass(frozen=True)
 class SweepPlan:
-    """Every point of a sweep, in (point, seed) order."""
+    """Every run of a sweep, in (point, seed) order (built on demand: :class:`Points`)."""
 
     keys: tuple[str, ...]
     seeds: int
-    points: tuple[Point, ...]
+    points: Points
+
+
+def _short(text: str, limit: int = 60) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def check_sizes(combinations: int, seeds: int) -> None:
+    """Refuse a sweep larger than :data:`MAX_SWEEP_POINTS` combinations or
+    :data:`MAX_SWEEP_RUNS` runs, before anything is built."""
+    if isinstance(seeds, bool) or not isinstance(seeds, int) or not 1 <= seeds <= MAX_SWEEP_RUNS:
+        raise ConfigError(f"--seeds: must be an integer in [1, {MAX_SWEEP_RUNS:,}], got {show(seeds)}")
+    if combinations > MAX_SWEEP_POINTS:
+        raise ConfigError(
+            f"--set: {combinations:,} combinations of the swept values; a sweep validates at most "
+            f"{MAX_SWEEP_POINTS:,} (its runs: at most {MAX_SWEEP_RUNS:,})"
+        )
+    if combinations * seeds > MAX_SWEEP_RUNS:
+        raise ConfigError(
+            f"--seeds: {combinations:,} combinations x {seeds:,} seeds is {combinations * seeds:,} runs; "
+            f"a sweep runs at most {MAX_SWEEP_RUNS:,}"
+        )
 
 
 def plan(config: Config, sets: Sequence[tuple[str, Sequence[Any]]], seeds: int = 1) -> SweepPlan:
     """Validate and expand a sweep: the product of the ``sets`` values, each
     run with ``seeds`` seeds (seed ``i`` is the point's ``controller.seed`` + i).
 
-    Every point's config is built and validated here, so a bad key or value
-    raises :class:`ConfigError` naming it before anything runs.
+    Every combination's config is built and validated here, so a bad key or
+    value raises :class:`ConfigError` naming it before anything runs; so does
+    a sweep over the bounds (:func:`check_sizes`). The runs themselves are
+    built on demand (:class:`Points`).
     """
-    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
-        raise ConfigError(f"--seeds: must be an integer >= 1, got {seeds!r}")
     keys = tuple(k for k, _ in sets)
     seen: set[str] = set()
     for key, values in sets:
@@ -179,19 +269,17 @@ def plan(config: Config, sets: Sequence[tuple[str, Sequence[Any]]], seeds: int =
         seen.add(key)
         if not values:
             raise ConfigError(f"{key}: no values")
-    points: list[Point] = []
+    check_sizes(math.prod(len(v) for _, v in sets), seeds)
+    combos: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
     for combo in itertools.product(*(list(v) for _, v in sets)):
         assignment = dict(zip(keys, combo))
         try:
             cfg = config.with_overrides(assignment)
         except ConfigError as exc:
-            shown = ", ".join(f"{k}={format_cell(v)}" for k, v in assignment.items())
+            shown = ", ".join(f"{k}={_short(format_cell(v))}" for k, v in assignment.items())
             raise ConfigError(f"{exc} (in the sweep point {shown})") from None
-        base = cfg.controller.seed
-        for i in range(seeds):
-            seeded = cfg.with_overrides({"controller.seed": base + i})
-            points.append(Point(len(points), tuple(combo), base + i, seeded.to_dict()))
-    return SweepPlan(keys, seeds, tuple(points))
+        combos.append((tuple(combo), cfg.to_dict()))
+    return SweepPlan(keys, seeds, Points(combos, seeds))
 
 
 # ----------------------------------------------------------------- workers
@@ -233,8 +321,10 @@ class Outcome:
     error: str
 
 
-def _chunks(items: list[Any], size: int) -> list[list[Any]]:
-    return [items[i : i + size] for i in range(0, len(items), size)]
+def _chunks(configs: Sequence[dict[str, Any]], size: int) -> Iterator[list[tuple[int, dict[str, Any]]]]:
+    # Built as they are submitted: a plan's runs are never all in memory at once.
+    for start in range(0, len(configs), size):
+        yield [(i, configs[i]) for i in range(start, min(start + size, len(configs)))]
 
 
 def _progress(total: int, show: bool | None) -> Any:
@@ -258,34 +348,50 @@ def execute(
 
     With a ``client`` the configs are batched into chunks of ``chunk_size``
     (default: about four chunks per worker thread, at most 64 points each)
-    and submitted as :func:`run_chunk` tasks; without one they run serially
-    here. ``progress``: a tqdm bar on stderr (``None``: only on a terminal).
+    and submitted as :func:`run_chunk` tasks, at most four chunks per worker
+    thread in flight (the next chunk is built when one completes); without
+    one they run serially here. ``configs`` may build each config on demand
+    (:class:`Points`). ``progress``: a tqdm bar on stderr (``None``: only on a
+    terminal).
     """
     if allocator not in ALLOCATORS:
         raise ValueError(f"allocator: must be one of {', '.join(ALLOCATORS)}, got {allocator!r}")
-    items = list(enumerate(configs))
+    n = len(configs)
     results: dict[int, Outcome] = {}
-    bar = _progress(len(items), progress)
+    bar = _progress(n, progress)
     try:
         if client is None:
-            for chunk in _chunks(items, 1):
+            for chunk in _chunks(configs, 1):
                 for index, summary, error in run_chunk(chunk, allocator):
                     results[index] = Outcome(index, summary, error)
                 bar.update(len(chunk))
         else:
             from distributed import as_completed
 
+            threads = sum(client.nthreads().values()) or 1
             if chunk_size is None:
-                threads = sum(client.nthreads().values()) or 1
-                chunk_size = max(1, min(64, math.ceil(len(items) / (4 * threads))))
+                chunk_size = max(1, min(64, math.ceil(n / (4 * threads))))
             if chunk_size < 1:
                 raise ValueError(f"chunk_size: must be >= 1, got {chunk_size}")
-            chunks = _chunks(items, chunk_size)
-            futures = [client.submit(run_chunk, chunk, allocator, pure=False) for chunk in chunks]
-            by_future = {f.key: chunk for f, chunk in zip(futures, chunks)}
+            pending = _chunks(configs, chunk_size)
+            by_key: dict[Any, list[tuple[int, dict[str, Any]]]] = {}
+            inflight: dict[Any, Any] = {}
+
+            def submit() -> Any:
+                chunk = next(pending, None)
+                if chunk is None:
+                    return None
+                future = client.submit(run_chunk, chunk, allocator, pure=False)
+                by_key[future.key] = chunk
+                inflight[future.key] = future
+                return future
+
+            first = [f for f in (submit() for _ in range(4 * threads)) if f is not None]
+            running = as_completed(first)
             try:
-                for future in as_completed(futures):
-                    chunk = by_future[future.key]
+                for future in running:
+                    chunk = by_key.pop(future.key)
+                    del inflight[future.key]
                     try:
                         done = future.result()
                     except Exception as exc:  # the task itself died: every point of it is an error
@@ -293,30 +399,105 @@ def execute(
                     for index, summary, error in done:
                         results[index] = Outcome(index, summary, error)
                     bar.update(len(chunk))
+                    nxt = submit()
+                    if nxt is not None:
+                        running.add(nxt)
             finally:
-                client.cancel(futures)
+                client.cancel(list(inflight.values()))
     finally:
         bar.close()
-    return [results[i] for i in range(len(items))]
+    return [results[i] for i in range(n)]
+
+
+#: Schemes of a scheduler address another process can reach (``inproc://`` cannot).
+SCHEDULER_SCHEMES = ("tcp", "tls", "ws", "wss")
+_HOST = re.compile(r"[A-Za-z0-9_.\-]+|\[[0-9A-Fa-f:.]+\]")
+_MAX_ADDRESS = 300
+
+
+def check_scheduler_address(address: str) -> str:
+    """``address`` if it is a Dask scheduler address (``[SCHEME://]HOST:PORT``,
+    scheme one of :data:`SCHEDULER_SCHEMES`, port 1..65535); else
+    :class:`ConfigError` naming ``--scheduler`` and what is wrong."""
+    if not address:
+        raise ConfigError("--scheduler: an empty address (expected tcp://HOST:PORT)")
+    if len(address) > _MAX_ADDRESS:
+        raise ConfigError(f"--scheduler: address too long ({len(address):,} characters; at most {_MAX_ADDRESS})")
+    scheme, sep, location = address.partition("://")
+    if not sep:
+        scheme, location = "tcp", address
+    if scheme not in SCHEDULER_SCHEMES:
+        raise ConfigError(
+            f"--scheduler: {show(address)}: scheme {show(scheme)} is not one of {', '.join(SCHEDULER_SCHEMES)}"
+        )
+    host, colon, port = location.rpartition(":")
+    if not colon or not host or host.endswith(":") and not host.startswith("["):
+        raise ConfigError(f"--scheduler: {show(address)}: expected {scheme}://HOST:PORT (no port given)")
+    if not _HOST.fullmatch(host):
+        raise ConfigError(f"--scheduler: {show(address)}: {show(host)} is not a host name or address")
+    if not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ConfigError(f"--scheduler: {show(address)}: port {show(port)} is not in 1..65535")
+    return address
+
+
+def check_timeout(timeout: Any) -> float:
+    """A network deadline in seconds: finite, > 0 and at most :data:`MAX_TIMEOUT_S`."""
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout <= MAX_TIMEOUT_S:
+        raise ConfigError(f"--timeout: must be a number of seconds in (0, {MAX_TIMEOUT_S:g}], got {show(timeout)}")
+    return float(timeout)
+
+
+def _reach(address: str, timeout: float) -> None:
+    # Connect and complete Dask's handshake within the deadline. Client()'s own
+    # timeout covers the TCP connect only: a listener that accepts and never
+    # writes holds its handshake read forever (distributed 2026.8, comm.core.connect).
+    import asyncio
+
+    from distributed.comm import connect
+
+    async def handshake() -> None:
+        comm = await asyncio.wait_for(connect(address, timeout=timeout), timeout)
+        await comm.close()
+
+    def run() -> None:  # its own thread: a caller may already run an event loop
+        asyncio.run(handshake())
+
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        try:
+            pool.submit(run).result()
+        except (TimeoutError, asyncio.TimeoutError):
+            raise ConfigError(f"--scheduler: {address} did not answer within {timeout:g} s") from None
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"--scheduler: cannot connect to {address} within {timeout:g} s: {exc}") from None
 
 
 @contextlib.contextmanager
-def open_client(workers: int = 2, scheduler: str | None = None, *, timeout: float = 10.0) -> Iterator[Client]:
+def open_client(
+    workers: int = 2, scheduler: str | None = None, *, timeout: float = DEFAULT_TIMEOUT_S
+) -> Iterator[Client]:
     """A Dask client: connected to ``scheduler`` when given, else to a new
     :class:`LocalCluster` of ``workers`` single-threaded worker processes bound
     to 127.0.0.1 (its dashboard too: the default would bind every interface).
-    The client is closed before the cluster. An unreachable ``scheduler``, or
-    one without workers after ``timeout`` seconds, is a :class:`ConfigError`
-    naming it."""
+    The client is closed before the cluster.
+
+    Every wait on a ``scheduler`` has the deadline ``timeout`` (seconds): the
+    connect, Dask's handshake and the first worker. A malformed address, or a
+    scheduler that does not answer or has no worker in time, is a
+    :class:`ConfigError` naming the address and the deadline; nothing has run.
+    """
     require("sweep", "a Dask client")
+    timeout = check_timeout(timeout)
+    if scheduler is not None:
+        check_scheduler_address(scheduler)
     import dask
     from distributed import Client, LocalCluster
 
-    if scheduler:
+    if scheduler is not None:
+        _reach(scheduler, timeout)
         try:
             client = Client(scheduler, timeout=timeout)
         except OSError as exc:  # TimeoutError included: nothing has run
-            raise ConfigError(f"--scheduler: cannot connect to {scheduler}: {exc}") from None
+            raise ConfigError(f"--scheduler: cannot connect to {scheduler} within {timeout:g} s: {exc}") from None
         with client:
             try:  # tasks would wait forever on a scheduler without workers
                 client.wait_for_workers(1, timeout=timeout)
@@ -441,6 +622,7 @@ def sweep(
     client: Client | None = None,
     workers: int = 2,
     scheduler: str | None = None,
+    timeout: float = DEFAULT_TIMEOUT_S,
     chunk_size: int | None = None,
     allocator: str = "auto",
     progress: bool | None = False,
@@ -452,12 +634,12 @@ def sweep(
     closed here; ``workers=0`` runs serially without Dask.
     """
     sweep_plan = plan(config, sets, seeds)
-    configs = [p.config for p in sweep_plan.points]
+    configs = _Configs(sweep_plan.points)
     t0 = time.perf_counter()
-    if client is not None or (workers == 0 and not scheduler):
+    if client is not None or (workers == 0 and scheduler is None):
         outcomes = execute(configs, client, chunk_size=chunk_size, allocator=allocator, progress=progress)
     else:
-        with open_client(workers, scheduler) as opened:
+        with open_client(workers, scheduler, timeout=timeout) as opened:
             outcomes = execute(configs, opened, chunk_size=chunk_size, allocator=allocator, progress=progress)
     wall = time.perf_counter() - t0
     columns, rows = table(sweep_plan, outcomes)
@@ -486,9 +668,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seeds", type=int, default=1, help="seeds per point: controller.seed + 0 .. N-1 (default 1)")
     p.add_argument(
         "--workers", type=int, default=2,
-        help="worker processes of the local Dask cluster, on 127.0.0.1 (default 2; 0: serial, no Dask)",
+        help=f"worker processes of the local Dask cluster, on 127.0.0.1 (default 2, at most {MAX_WORKERS}; "
+             "0: serial, no Dask)",
     )
-    p.add_argument("--scheduler", metavar="ADDRESS", help="use this Dask scheduler instead of a local cluster")
+    add_dask_arguments(p)
     p.add_argument("--chunk-size", type=int, help="points per Dask task (default: about 4 tasks per worker thread)")
     p.add_argument("--out", required=True, metavar="FILE.csv", help="CSV file: one row per (point, seed)")
     p.add_argument(
@@ -501,22 +684,43 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
+def add_dask_arguments(p: argparse.ArgumentParser) -> None:
+    """``--scheduler`` and ``--timeout``, shared by ``sweep`` and ``size``."""
+    p.add_argument("--scheduler", metavar="ADDRESS",
+                   help="use this Dask scheduler ([tcp://]HOST:PORT) instead of a local cluster")
+    p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S, metavar="SECONDS",
+                   help=f"deadline of every wait on the scheduler: connect, handshake, first worker "
+                        f"(default {DEFAULT_TIMEOUT_S:g}; a scheduler that does not answer in time exits 2)")
+
+
+def check_dask_arguments(args: argparse.Namespace) -> None:
+    """Refuse bad ``--workers``, ``--scheduler`` and ``--timeout`` before any work."""
+    if args.workers < 0:
+        raise ConfigError(f"--workers: must be >= 0, got {show(args.workers)}")
+    if args.workers > MAX_WORKERS:
+        raise ConfigError(f"--workers: must be <= {MAX_WORKERS} local processes, got {show(args.workers)}")
+    if args.scheduler is not None:
+        check_scheduler_address(args.scheduler)
+    check_timeout(args.timeout)
+
+
 def run_cli(args: argparse.Namespace, *, out: Callable[[str], None] = print) -> int:
     """``pyresv sweep``: write the CSV; exit status 0, or 1 when some point
-    failed (its row has the error). A bad config, key or value raises
-    :class:`ConfigError` before anything runs."""
+    failed (its row has the error). A bad config, key, value or option
+    raises :class:`ConfigError` before anything runs."""
+    check_dask_arguments(args)
+    if args.chunk_size is not None and not 1 <= args.chunk_size <= MAX_SWEEP_RUNS:
+        raise ConfigError(f"--chunk-size: must be in [1, {MAX_SWEEP_RUNS:,}], got {show(args.chunk_size)}")
+    check_sizes(1, args.seeds)
     config = load(args.config) if args.config else default_config()
     sets = [parse_set(s) for s in args.sets]
-    if args.workers < 0:
-        raise ConfigError(f"--workers: must be >= 0, got {args.workers}")
-    if args.chunk_size is not None and args.chunk_size < 1:
-        raise ConfigError(f"--chunk-size: must be >= 1, got {args.chunk_size}")
     result = sweep(
         config,
         sets,
         args.seeds,
         workers=args.workers,
         scheduler=args.scheduler,
+        timeout=args.timeout,
         chunk_size=args.chunk_size,
         allocator=args.allocator,
         progress=None,
