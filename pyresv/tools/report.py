@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import json
 import math
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ from typing import Any, Callable, Sequence, cast
 import numpy as np
 
 from pyresv.errors import ConfigError
+from pyresv.sim.config import read_input
 
 __all__ = ["Group", "read_sweep", "choose_x", "fill_failed_x", "aggregate", "plot_report", "write_report", "add_arguments", "run_cli"]
 
@@ -37,16 +39,30 @@ _TCB_COLUMN = "tcbs_per_cluster"
 _X_LABELS = {_TCB_COLUMN: "TCBs per cluster (reserved + unreserved)"}
 
 
+#: Distinct x values a report plots (one tick or point each).
+MAX_X_VALUES = 1000
+
+
 def read_sweep(path: str | Path) -> tuple[list[str], list[dict[str, str]]]:
-    """The columns and rows (strings) of a sweep CSV; :class:`ConfigError` if it is not one."""
+    """The columns and rows (strings) of a sweep CSV; :class:`ConfigError` if it is not one.
+
+    The file is read once within the input limit (:func:`pyresv.sim.config.read_input`:
+    16 MiB, UTF-8); a field over the csv module's limit (128 KiB) or a row
+    whose cell count differs from the header's is refused naming its line.
+    """
     p = Path(path)
+    reader = csv.reader(io.StringIO(read_input(p), newline=""))
+    rows: list[dict[str, str]] = []
     try:
-        with p.open(newline="", encoding="utf-8") as fh:
-            reader = csv.DictReader(fh)
-            rows = list(reader)
-            columns = list(reader.fieldnames or [])
-    except OSError as exc:
-        raise ConfigError(f"{p}: cannot read: {exc.strerror}") from None
+        columns = next(reader, [])
+        for cells in reader:
+            if len(cells) != len(columns):
+                raise ConfigError(
+                    f"{p}: line {reader.line_num}: {len(cells)} cells, the header has {len(columns)}"
+                )
+            rows.append(dict(zip(columns, cells)))
+    except csv.Error as exc:
+        raise ConfigError(f"{p}: line {reader.line_num}: {exc}") from None
     missing = [c for c in ("seed", "policy", "deadlocked", "throughput_ops_per_s", "error") if c not in columns]
     if missing:
         raise ConfigError(f"{p}: not a sweep CSV (missing columns: {', '.join(missing)})")
@@ -138,10 +154,13 @@ def aggregate(rows: Sequence[dict[str, str]], x: str) -> tuple[list[Group], bool
         # numeric: every x value is a number, so the key is never None.
         xs.sort(key=lambda v: cast(float, _number(v)))
     policies = list(dict.fromkeys(_row_policy(r) for r in rows))
+    by_group: dict[tuple[str, str], list[dict[str, str]]] = {}
+    for r in rows:  # one pass: a sweep of 10^5 rows groups in linear time
+        by_group.setdefault((_row_policy(r), r[x]), []).append(r)
     groups: list[Group] = []
     for policy in policies:
         for xv in xs:
-            sel = [r for r in rows if r[x] == xv and _row_policy(r) == policy]
+            sel = by_group.get((policy, xv), [])
             if not sel:
                 continue
             good = [r for r in sel if not r["error"]]
@@ -210,6 +229,11 @@ def _write_report(
     xcol = choose_x(columns, rows, x)
     rows = fill_failed_x(columns, rows, xcol)
     groups, numeric = aggregate(rows, xcol)
+    xs = len({g.x for g in groups})
+    if xs > MAX_X_VALUES:
+        raise ConfigError(
+            f"--x: {xs:,} distinct values of {xcol}; a report plots at most {MAX_X_VALUES:,} (choose another --x)"
+        )
     from pyresv.tools.plots import out_dir, save
 
     d = out_dir(out)
