@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from pyresv import _validate
-from pyresv._validate import INT32_MAX
 from pyresv.errors import ConfigError
 from pyresv.sim.policies import POLICIES
 from pyresv.sim.topology import carve, levels_needed
