@@ -466,7 +466,7 @@ def _reach(address: str, timeout: float) -> None:
         try:
             pool.submit(run).result()
         except (TimeoutError, asyncio.TimeoutError):
-            raise ConfigError(f"--scheduler: {address} did not answer within {timeout:g} s") from None
+            raise ConfigError(f"--scheduler: cannot connect to {address} within {timeout:g} s (no answer)") from None
         except (OSError, ValueError) as exc:
             raise ConfigError(f"--scheduler: cannot connect to {address} within {timeout:g} s: {exc}") from None
 
