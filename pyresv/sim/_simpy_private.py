@@ -18,11 +18,13 @@ What it mirrors:
 * :func:`call_after` / :class:`Timer`: ``Environment.schedule`` of a
   ``Timeout`` (the heap entry ``(time, priority, eid, event)``).
 * :func:`run_before`: ``Environment.step`` in a loop.
+* :class:`Environment`: ``Environment.now``, as a C-level attribute getter.
 """
 
 from __future__ import annotations
 
 from heapq import heappop, heappush
+from operator import attrgetter
 from typing import TYPE_CHECKING, Any, Callable, Generator
 
 import simpy
@@ -31,7 +33,13 @@ from simpy.events import NORMAL
 if TYPE_CHECKING:
     from pyresv.sim.process import Proc
 
-__all__ = ["Task", "Timer", "call_after", "run_before", "start_task"]
+__all__ = ["Environment", "Task", "Timer", "call_after", "run_before", "start_task"]
+
+
+class Environment(simpy.Environment):
+    """:class:`simpy.Environment` whose ``now`` is read without a Python call."""
+
+    now = property(attrgetter("_now"), doc="The current simulation time.")
 
 
 class Task(simpy.Process):

@@ -37,10 +37,10 @@ faults are injected by :class:`pyresv.sim.faults.FaultInjector`; the rules are i
 
 from __future__ import annotations
 
+import gc
 from collections import deque
 from dataclasses import dataclass, field
 from functools import partial
-from operator import itemgetter
 from typing import TYPE_CHECKING, Any, Callable, Generator
 
 import numpy as np
@@ -53,7 +53,7 @@ from pyresv.sim.faults import CallFailed, FaultInjector
 from pyresv.sim.flashcopy import FlashCopyFlows
 from pyresv.sim.metrics import OP_CODES, MetricsRecorder
 from pyresv.sim.policies import allocator_args
-from pyresv.sim._simpy_private import call_after, run_before, start_task
+from pyresv.sim._simpy_private import Environment, call_after, run_before, start_task
 from pyresv.sim.process import Proc, Task
 from pyresv.sim.topology import Cluster, InitResult, Relationship, Volume, carve, home_of
 
@@ -82,7 +82,7 @@ class Simulation:
         self.config = config
         self.max_processes = max_processes
         self.allocator_cls = allocator_cls or allocator_class("auto")
-        self.env = simpy.Environment()
+        self.env = Environment() if simpy_fork else simpy.Environment()
         self.timeout = self.env.timeout
         # simpy_fork=False runs every process as a plain simpy.Process stepped
         # by Environment.step, with no fast start: the same events in the same
@@ -151,13 +151,13 @@ class Simulation:
         self.violations: list[dict[str, Any]] = []
         self.t_last = 0.0
         self.metrics = MetricsRecorder(self.C, self.levels)
-        self._record_op = self.metrics.record_op
         self._spare: dict[int, Proc] = {}  # pid -> its record, for the fast start to reuse
         self.auto_destage = config.workload.auto_destage
         self.destage_delay = config.timing.destage_delay_us
         self.faults: FaultInjector | None = (
             FaultInjector(self, config.faults, c.seed) if config.faults.active else None
         )
+        self._fast = simpy_fork and self.faults is None  # the fast start may be used
 
     def _plain_after(self, delay: float, fn: Callable[..., None], *args: Any) -> None:
         self.env.timeout(delay).callbacks.append(lambda _: fn(*args))
@@ -385,12 +385,10 @@ class Simulation:
     def new_proc(self, kind: str, op: int, home: int) -> Proc | None:
         """A process record with a fresh pid for the fast start, or None when
         the operation must start as :meth:`_process` instead."""
-        if self.faults is not None or not self.fork:
+        if not self._fast:
             return None
-        if home >= 0:
-            home = self.route[home]
-            if not self.clusters[home].ready:
-                return None
+        if home >= 0 and not self.clusters[home].ready:  # (no faults: route[home] is home)
+            return None
         if self.free_pids:
             pid = self.free_pids.pop()
         elif self.next_pid < self.max_processes:
@@ -436,7 +434,8 @@ class Simulation:
         if op >= 0:
             self.completed_ops += 1
             self.completed[proc.home] += 1
-            self._record_op(op, proc.home, proc.start, now)
+            start = proc.start
+            self.metrics.ops += (op, proc.home, start, now - start)  # metrics.record_op
         else:
             self.internal_done += 1
 
@@ -487,7 +486,9 @@ class Simulation:
             cl.ready_at = self.env.now
             cl.ready_event.succeed()
 
-    def _arrivals(self, ops: list[tuple[float, int, int, int]]) -> Generator[Any, Any, None]:
+    def _arrivals(
+        self, times: list[float], kinds: list[int], vols: list[int], tracks: list[int]
+    ) -> Generator[Any, Any, None]:
         """Start the host operations at their arrival times.
 
         One timeout per distinct arrival time, as a process looping over
@@ -506,7 +507,7 @@ class Simulation:
         after = self.after
         handlers = (flows.host_read, flows.host_write, flows.host_write, flows.host_destage)
         now_handlers = (flows.read_now, flows.write_now, flows.write_now, flows.destage_now)
-        n = len(ops)
+        n = len(times)
         i = 0
         now = 0.0
 
@@ -516,15 +517,16 @@ class Simulation:
             nonlocal i, now
             fast = from_timer and fork
             j = i
-            while j < n and ops[j][0] <= now:
+            while j < n and times[j] <= now:
                 j += 1
             if j < n:  # the next arrival time's timeout first, as before
-                at = ops[j][0]
+                at = times[j]
                 after(at - now, arrive, True)
                 now = at
             for x in range(i, j):
-                _, k, v, t = ops[x]
-                vol = volumes[v]
+                k = kinds[x]
+                vol = volumes[vols[x]]
+                t = tracks[x]
                 self.issued_ops += 1
                 args = (vol, t, k == 2) if k in (1, 2) else (vol, t)
                 if not fast:
@@ -542,7 +544,7 @@ class Simulation:
         yield  # a generator: it starts (at time 0) where the processes of the first arrival did
 
     # ----------------------------------------------------------- workload
-    def _workload(self) -> list[tuple[float, int, int, int]]:
+    def _workload(self) -> tuple[list[float], list[int], list[int], list[int]]:
         """Random host operations (Poisson arrivals) merged with the scripted ``[[ops]]``."""
         w = self.config.workload
         rng = np.random.default_rng(self.config.controller.seed)
@@ -565,18 +567,35 @@ class Simulation:
         kinds = np.where(u < w.read_fraction, 0, np.where(p < w.partial_write_fraction, 2, 1))
         vols = rng.integers(0, self.config.volumes.count, n)
         trks = rng.integers(0, self.config.volumes.tracks, n)
-        # (time_us, kind, volume, track) in time order; the random ones are
-        # in order already (times only grow).
-        ops = list(zip(np.round(times, 3).tolist(), kinds.tolist(), vols.tolist(), trks.tolist()))
+        # Times (us), kinds, volumes, tracks, in time order; the random ones
+        # are in order already (times only grow).
+        at, kind, vol, trk = np.round(times, 3).tolist(), kinds.tolist(), vols.tolist(), trks.tolist()
         if self.config.ops:
             for op in self.config.ops:
-                ops.append((round(op.at_s * 1e6, 3), OP_CODES.index(op.op), op.volume, op.track))
-            ops.sort(key=itemgetter(0))  # stable: scripted ops keep their order
-        return ops
+                at.append(round(op.at_s * 1e6, 3))
+                kind.append(OP_CODES.index(op.op))
+                vol.append(op.volume)
+                trk.append(op.track)
+            order = sorted(range(len(at)), key=at.__getitem__)  # stable: scripted ops keep their order
+            at, kind, vol, trk = ([xs[i] for i in order] for xs in (at, kind, vol, trk))
+        return at, kind, vol, trk
 
     # ---------------------------------------------------------------- run
     def run(self) -> RunResult:
-        """Run to completion, deadlock or the time limit."""
+        """Run to completion, deadlock or the time limit.
+
+        Python's cyclic garbage collector is paused meanwhile (and restored):
+        the run makes no reference cycle per event, and its collections were
+        about a tenth of a run's time (profiled)."""
+        collecting = gc.isenabled()
+        gc.disable()
+        try:
+            return self._run()
+        finally:
+            if collecting:
+                gc.enable()
+
+    def _run(self) -> RunResult:
         env = self.env
         for cl in self.clusters:
             self.Process(env, self._init_cluster(cl))
@@ -586,7 +605,7 @@ class Simulation:
             if rel.withdraw_us is not None:
                 self.spawn("withdraw", self.flows.withdraw, rel,
                            delay=rel.withdraw_us, home=rel.source.home)
-        self.Process(env, self._arrivals(self._workload()))
+        self.Process(env, self._arrivals(*self._workload()))
         if self.faults is not None:
             self.faults.start()
 

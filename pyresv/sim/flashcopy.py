@@ -179,7 +179,8 @@ class FlashCopyFlows:
 
     def _write(self, vol: Volume, t: int, partial: bool) -> None:
         """A write's new version into ``vol``'s cache (and the oracle)."""
-        version = self.sim.new_version()
+        sim = self.sim
+        version = sim.version = sim.version + 1  # sim.new_version()
         if not partial:
             vol.cache[t] = (version,)
             vol.partial[t] = False
@@ -262,7 +263,7 @@ class FlashCopyFlows:
         rel = vol.in_rel
         if rel is not None and vol.partial[t] and not rel.copied[t]:
             return False
-        if self._needs_old_track(vol, t) is not None:
+        if vol.out_rels and self._needs_old_track(vol, t) is not None:
             return False
         vol.disk[t] = dirty
         vol.cache[t] = None

@@ -10,6 +10,7 @@ turns it into numpy arrays for CSV files and plots.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -57,10 +58,11 @@ class MetricsRecorder:
         self._held: list[list[int]] = []
         self._queued: list[list[int]] = []
         self._completed: list[list[int]] = []
-        self._kind: list[int] = []
-        self._cluster: list[int] = []
-        self._start: list[float] = []
-        self._latency: list[float] = []
+        # kind, cluster, start_us, latency_us of each completed host
+        # operation, one after the other: one list extended per operation
+        # (the simulator's hot path), of numbers only (nothing for the cyclic
+        # garbage collector to track).
+        self.ops: list[float] = []
 
     def sample(
         self,
@@ -100,15 +102,15 @@ class MetricsRecorder:
 
     def record_op(self, kind: int, cluster: int, start_us: float, end_us: float) -> None:
         """One host operation of kind ``OP_CODES[kind]`` completed."""
-        self._kind.append(kind)
-        self._cluster.append(cluster)
-        self._start.append(start_us)
-        self._latency.append(end_us - start_us)
+        self.ops += (kind, cluster, start_us, end_us - start_us)
 
     @property
     def latencies_us(self) -> list[float]:
         """Latency of each completed host operation, in microseconds."""
-        return self._latency
+        return self.ops[3::4]
+
+    def _column(self, i: int, dtype: Any) -> np.ndarray:
+        return np.asarray(self.ops[i::4], dtype=dtype)
 
     def timeline(self) -> Timeline:
         """The recording as numpy arrays."""
@@ -118,8 +120,8 @@ class MetricsRecorder:
             held=np.asarray(self._held, dtype=np.int64).reshape(k, c, d),
             queued=np.asarray(self._queued, dtype=np.int64).reshape(k, c, d),
             completed=np.asarray(self._completed, dtype=np.int64).reshape(k, c),
-            op_kind=np.asarray(self._kind, dtype=np.int8),
-            op_cluster=np.asarray(self._cluster, dtype=np.int32),
-            op_start_s=np.asarray(self._start, dtype=float) * 1e-6,
-            op_latency_ms=np.asarray(self._latency, dtype=float) * 1e-3,
+            op_kind=self._column(0, np.int8),
+            op_cluster=self._column(1, np.int32),
+            op_start_s=self._column(2, float) * 1e-6,
+            op_latency_ms=self._column(3, float) * 1e-3,
         )
