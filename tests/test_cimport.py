@@ -24,9 +24,10 @@ DOWNSTREAM_PYX = """\
 # cython: language_level=3
 from libc.stdint cimport int32_t
 from pyresv._core cimport (
-    DPA_BAD_ARG, DPA_PENDING, DPA_QUEUE_FULL, DepthPoolAllocator, dpa_acquire,
-    dpa_acquire_many, dpa_holder, dpa_level_of, dpa_release, dpa_t, dpa_take_grant,
-    dpa_try_acquire, proc_t, tcb_t,
+    DPA_BAD_ARG, DPA_DUPLICATE, DPA_PENDING, DPA_QUEUE_FULL, DepthPoolAllocator, dpa_acquire,
+    dpa_acquire_many, dpa_cancel_request, dpa_holder, dpa_last_ticket, dpa_level_of,
+    dpa_release, dpa_release_many, dpa_t, dpa_take_grant, dpa_take_grant_ticket,
+    dpa_try_acquire, proc_t, seq_t, tcb_t,
 )
 
 
@@ -94,6 +95,49 @@ def batch():
     )
 
 
+def tickets():
+    '''Name pending requests, cancel one, see which request each grant served.'''
+    cdef DepthPoolAllocator a = DepthPoolAllocator([(1, 1)], 0, max_processes=8, max_waiters=4)
+    cdef dpa_t* d = &a.core
+    cdef seq_t t1, t2, t3, ticket = -1
+    cdef proc_t pid = -1
+    cdef tcb_t tcb = -1
+    cdef int c_ok, c_again, c_neg, got
+    with nogil:
+        dpa_acquire(d, 1, 1)
+        dpa_acquire(d, 2, 1)
+        t1 = dpa_last_ticket(d)
+        dpa_acquire(d, 3, 1)
+        t2 = dpa_last_ticket(d)
+        dpa_acquire(d, 4, 1)
+        t3 = dpa_last_ticket(d)
+        c_ok = dpa_cancel_request(d, t2)
+        c_again = dpa_cancel_request(d, t2)
+        c_neg = dpa_cancel_request(d, -1)
+        dpa_release(d, 0)
+        got = dpa_take_grant_ticket(d, &pid, &tcb, &ticket)
+    a.check()
+    return (t1, t2, t3, c_ok, c_again, c_neg == DPA_BAD_ARG, got, pid, tcb, ticket, a.pending())
+
+
+def release_batch():
+    '''dpa_release_many: all or nothing, the first bad id, then a repeat.'''
+    cdef DepthPoolAllocator a = DepthPoolAllocator([(1, 3)], 0, max_processes=8)
+    cdef tcb_t ids[3]
+    cdef Py_ssize_t r1, r2, r3
+    cdef int c1, c2, c3
+    with nogil:
+        ids[0] = dpa_acquire(&a.core, 1, 1)
+        ids[1] = dpa_acquire(&a.core, 1, 1)
+        ids[2] = ids[0]
+        r1 = dpa_release_many(&a.core, ids, 3, &c1)  # TCB 0 twice
+        ids[2] = 2
+        r2 = dpa_release_many(&a.core, ids, 3, &c2)  # TCB 2 is free
+        r3 = dpa_release_many(&a.core, ids, 2, &c3)
+    a.check()
+    return (r1, c1 == DPA_DUPLICATE, r2, c2 == DPA_BAD_ARG, r3, c3, a.stats()["released"])
+
+
 def bad_level():
     '''dpa_acquire raises from nogil code.'''
     cdef DepthPoolAllocator a = DepthPoolAllocator([(1, 1)], 0)
@@ -122,6 +166,8 @@ import downstream
 print(downstream.churn(1000))
 print(downstream.handoff())
 print(downstream.batch())
+print(downstream.tickets())
+print(downstream.release_batch())
 try:
     downstream.bad_level()
 except ValueError as exc:
@@ -154,6 +200,35 @@ def test_downstream_cython_cimports_and_runs_nogil(tmp_path: Path) -> None:
         3000
         (0, True, True, 1, 0, 2, 0, 2, 1, 0)
         (3, True, (0, 0, 0), 3, [0, 1, True], 1)
+        (0, 1, 2, 1, 0, True, 1, 2, 0, 0, 1)
+        (2, True, 2, True, 2, 0, 2)
         ValueError: level 2 out of range [1, 1]
         """
     ).splitlines()
+
+
+# The cimport surface is narrow (numpy's random/__init__.pxd): the functions,
+# codes, typedefs and the class, not the wait queue's or the grants' internals.
+@pytest.mark.parametrize("name", ["waitq_t", "waiter_t", "slot_list_t", "WQ_LEVEL", "grants_reserve", "grants_t"])
+def test_internals_are_not_exported(tmp_path: Path, name: str) -> None:
+    from Cython.Build import cythonize
+    from Cython.Compiler.Errors import CompileError
+
+    (tmp_path / "peek.pyx").write_text(f"from pyresv._core cimport {name}\n")
+    with pytest.raises(CompileError):
+        cythonize(str(tmp_path / "peek.pyx"), include_path=[pyresv.get_include()], quiet=True)
+
+
+def test_the_exported_api_compiles(tmp_path: Path) -> None:
+    from Cython.Build import cythonize
+
+    names = [
+        "DepthPoolAllocator", "dpa_t", "tcb_t", "proc_t", "pool_t", "seq_t", "count_t",
+        "DPA_NIL", "DPA_PENDING", "DPA_QUEUE_FULL", "DPA_BAD_ARG", "DPA_NO_MEMORY", "DPA_DUPLICATE",
+        "DPA_WAKE_DEEPEST", "DPA_WAKE_FIFO", "dpa_acquire", "dpa_try_acquire", "dpa_acquire_many",
+        "dpa_release", "dpa_try_release", "dpa_release_many", "dpa_take_grant", "dpa_take_grant_ticket",
+        "dpa_last_ticket", "dpa_cancel", "dpa_cancel_request", "dpa_release_all", "dpa_holder",
+        "dpa_level_of", "dpa_pool_of", "dpa_owned_pool", "dpa_pending",
+    ]
+    (tmp_path / "api.pyx").write_text(f"from pyresv._core cimport {', '.join(names)}\n")
+    cythonize(str(tmp_path / "api.pyx"), include_path=[pyresv.get_include()], quiet=True)

@@ -59,6 +59,7 @@ cdef enum:
     DPA_QUEUE_FULL = -2       # try_acquire: max_waiters requests pend; nothing queued
     DPA_BAD_ARG = -3          # try_*: pid/level out of range, TCB not an id or not held
     DPA_NO_MEMORY = -4        # try_release: the grants buffer could not grow
+    DPA_DUPLICATE = -5        # release_many: a TCB appears twice in the batch
     DPA_WAKE_DEEPEST = 0      # a freed unreserved TCB goes to the deepest level, then oldest
     DPA_WAKE_FIFO = 1         # a freed unreserved TCB goes to the oldest request
 
@@ -192,6 +193,15 @@ cdef Py_ssize_t dpa_acquire_many(
 cdef int dpa_release(dpa_t* d, tcb_t tcb) except -1 nogil
 cdef int dpa_try_release(dpa_t* d, tcb_t tcb) noexcept nogil
 
+# A batch of releases, all or nothing: every TCB must be held and appear
+# once. Returns n with *code = 0 when all were released, in order, as a loop
+# of dpa_try_release. Otherwise nothing was released and it returns the index
+# of the first TCB that is not held or not an id (*code = DPA_BAD_ARG; this
+# comes first), else of the first repeat (*code = DPA_DUPLICATE), or 0 with
+# *code = DPA_NO_MEMORY. It reads tcbs[] more than once: no other thread may
+# write to it during the call (the Python method passes a private copy).
+cdef Py_ssize_t dpa_release_many(dpa_t* d, const tcb_t* tcbs, Py_ssize_t n, int* code) noexcept nogil
+
 # Take the oldest grant not yet taken: 1 and *pid, *tcb set, or 0 when none.
 cdef int dpa_take_grant(dpa_t* d, proc_t* pid, tcb_t* tcb) noexcept nogil
 # The same, and *ticket set to the ticket of the request it served.
@@ -220,7 +230,7 @@ cdef proc_t dpa_holder(dpa_t* d, tcb_t tcb) noexcept nogil    # holder pid, DPA_
 cdef int32_t dpa_level_of(dpa_t* d, tcb_t tcb) noexcept nogil # 1..levels, 0 if unreserved, DPA_BAD_ARG if not an id
 cdef pool_t dpa_pool_of(dpa_t* d, tcb_t tcb) noexcept nogil   # its pool, DPA_NIL if unreserved, DPA_BAD_ARG if not an id
 cdef pool_t dpa_owned_pool(dpa_t* d, proc_t pid, int32_t level) noexcept nogil  # pool or DPA_NIL; DPA_BAD_ARG
-cdef int32_t dpa_pending(dpa_t* d, proc_t pid) noexcept nogil # pid's pending requests; DPA_BAD_ARG for a bad pid
+cdef int32_t dpa_pending(dpa_t* d, proc_t pid) noexcept nogil # pid's pending requests (DPA_NIL: everybody's); DPA_BAD_ARG
 
 # Make room for n more grants: 0, or raises MemoryError and returns -1.
 cdef int grants_reserve(grants_t* g, Py_ssize_t n) except -1 nogil

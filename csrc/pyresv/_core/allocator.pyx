@@ -80,6 +80,12 @@ def _set_read_hook(hook):
 
 
 
+# The (pid, level) tables (owned, by_pid_level) are pid-major: one index for both.
+cdef inline Py_ssize_t _pl(int32_t levels, proc_t pid, int32_t level) noexcept nogil:
+    """Index of ``(pid, level)`` (level 1..levels) in a pid-major table."""
+    return <Py_ssize_t>pid * levels + level - 1
+
+
 # ============================================================== wait queue
 # Every pending request is one slot linked in three doubly linked lists, so
 # appending and removing are O(1): its level's arrival list (the wake order of
@@ -182,7 +188,7 @@ cdef inline slot_t waitq_push(waitq_t* q, proc_t pid, int32_t level, bint seeker
     w.level = level
     w.seeker = seeker
     _list_append(q, s, &q.by_level[level], WQ_LEVEL)
-    _list_append(q, s, &q.by_pid_level[pid * q.levels + level - 1], WQ_PID_LEVEL)
+    _list_append(q, s, &q.by_pid_level[_pl(q.levels, pid, level)], WQ_PID_LEVEL)
     if seeker:
         _list_append(q, s, &q.seekers[level], WQ_SEEKERS)
     else:
@@ -208,7 +214,7 @@ cdef inline void waitq_remove(waitq_t* q, slot_t s) noexcept nogil:
     cdef int32_t level = w.level
     _ticket_remove(q, s)
     _list_unlink(q, s, &q.by_level[level], WQ_LEVEL)
-    _list_unlink(q, s, &q.by_pid_level[pid * q.levels + level - 1], WQ_PID_LEVEL)
+    _list_unlink(q, s, &q.by_pid_level[_pl(q.levels, pid, level)], WQ_PID_LEVEL)
     waitq_unseek(q, s)
     q.npending -= 1
     q.level_count[level] -= 1
@@ -372,7 +378,7 @@ cdef inline tcb_t _dpa_acquire(dpa_t* d, proc_t pid, int32_t level) noexcept nog
 
     Returns a TCB id, DPA_PENDING (queued) or DPA_QUEUE_FULL (nothing changed).
     """
-    cdef pool_t* own = &d.owned[pid * d.levels + level - 1]
+    cdef pool_t* own = &d.owned[_pl(d.levels, pid, level)]
     cdef pool_t p = own[0]
     c_assert(0 <= pid < d.max_processes and 1 <= level <= d.levels)
     cdef level_info_t* L
@@ -435,7 +441,7 @@ cdef inline void _dpa_release(dpa_t* d, tcb_t tcb) noexcept nogil:
         return
     p = _locate(d, tcb, &level, &base)
     # The owner's own waiters at this level come first: the pool is theirs.
-    s = d.q.by_pid_level[owner * d.levels + level - 1].head
+    s = d.q.by_pid_level[_pl(d.levels, owner, level)].head
     if s != DPA_NIL:
         _grant(d, s, tcb)
         return
@@ -446,7 +452,7 @@ cdef inline void _dpa_release(dpa_t* d, tcb_t tcb) noexcept nogil:
     if d.pool_nfree[p] < L.size:  # block 604: not wholly free yet
         return
     # Block 606: wholly free, so the pool is disowned ...
-    d.owned[owner * d.levels + level - 1] = DPA_NIL
+    d.owned[_pl(d.levels, owner, level)] = DPA_NIL
     # ... and blocks 608/610: handed to the oldest waiter without a pool here.
     s = d.q.seekers[level].head
     if s == DPA_NIL:
@@ -457,7 +463,7 @@ cdef inline void _dpa_release(dpa_t* d, tcb_t tcb) noexcept nogil:
     # All of pid's requests at this level were seekers; they are now the pool
     # owner's: granted oldest first while the pool has free TCBs, the rest
     # wait on the pool.
-    s = d.q.by_pid_level[pid * d.levels + level - 1].head
+    s = d.q.by_pid_level[_pl(d.levels, pid, level)].head
     while s != DPA_NIL:
         nxt = d.q.slots[s].next[WQ_PID_LEVEL]
         waitq_unseek(&d.q, s)
@@ -465,7 +471,7 @@ cdef inline void _dpa_release(dpa_t* d, tcb_t tcb) noexcept nogil:
             d.pool_nfree[p] -= 1
             _grant(d, s, d.pool_stack[base + d.pool_nfree[p]])
         s = nxt
-    d.owned[pid * d.levels + level - 1] = p
+    d.owned[_pl(d.levels, pid, level)] = p
 
 
 cdef inline int _release_ready(dpa_t* d) noexcept nogil:
@@ -551,7 +557,7 @@ cdef inline void _undo_acquire(dpa_t* d, tcb_t t) noexcept nogil:
     if d.pool_nfree[p] == L.size:
         # Wholly free again, so this acquire took the whole pool ([0029]):
         # disown it and push it back on its level's free-pool stack.
-        d.owned[pid * d.levels + l - 1] = DPA_NIL
+        d.owned[_pl(d.levels, pid, l)] = DPA_NIL
         d.free_pools[L.first_pool + L.nfree_pools] = p
         L.nfree_pools += 1
 
@@ -591,6 +597,40 @@ cdef int dpa_try_release(dpa_t* d, tcb_t tcb) noexcept nogil:
     return 0
 
 
+cdef Py_ssize_t dpa_release_many(dpa_t* d, const tcb_t* tcbs, Py_ssize_t n, int* code) noexcept nogil:
+    cdef Py_ssize_t i, bad = -1, dup = -1
+    cdef tcb_t t
+    # One pass: every id held (the first that is not is the error) and
+    # distinct, by marking each holder negative (-2 - pid); then restore.
+    for i in range(n):
+        t = tcbs[i]
+        if t < 0 or t >= d.total or d.holder[t] == DPA_NIL:
+            bad = i
+            break
+        if d.holder[t] < DPA_NIL:
+            if dup < 0:
+                dup = i
+        else:
+            d.holder[t] = -2 - d.holder[t]
+    for i in range(n if bad < 0 else bad):
+        t = tcbs[i]
+        if d.holder[t] < DPA_NIL:
+            d.holder[t] = -2 - d.holder[t]
+    if bad >= 0:
+        code[0] = DPA_BAD_ARG
+        return bad
+    if dup >= 0:
+        code[0] = DPA_DUPLICATE
+        return dup
+    if _release_ready(d) < 0:
+        code[0] = DPA_NO_MEMORY
+        return 0
+    for i in range(n):
+        _dpa_release(d, tcbs[i])
+    code[0] = 0
+    return n
+
+
 cdef int dpa_release(dpa_t* d, tcb_t tcb) except -1 nogil:
     cdef int rc = dpa_try_release(d, tcb)
     if rc == DPA_BAD_ARG:
@@ -610,7 +650,7 @@ cdef int32_t dpa_cancel(dpa_t* d, proc_t pid) noexcept nogil:
     if d.q.pid_count[pid] == 0:
         return 0
     for level in range(1, d.levels + 1):
-        s = d.q.by_pid_level[pid * d.levels + level - 1].head
+        s = d.q.by_pid_level[_pl(d.levels, pid, level)].head
         while s != DPA_NIL:
             nxt = d.q.slots[s].next[WQ_PID_LEVEL]
             waitq_remove(&d.q, s)
@@ -671,7 +711,7 @@ cdef int32_t dpa_release_all(dpa_t* d, proc_t pid) except -1 nogil:
     dpa_cancel(d, pid)
     # Reserved TCBs, deepest level first (a deeper level's work finishes first).
     for level in range(d.levels, 0, -1):
-        p = d.owned[pid * d.levels + level - 1]
+        p = d.owned[_pl(d.levels, pid, level)]
         if p == DPA_NIL:
             continue
         base = _pool_base(d, p, level)
@@ -723,10 +763,12 @@ cdef pool_t dpa_pool_of(dpa_t* d, tcb_t tcb) noexcept nogil:
 cdef pool_t dpa_owned_pool(dpa_t* d, proc_t pid, int32_t level) noexcept nogil:
     if pid < 0 or pid >= d.max_processes or level < 1 or level > d.levels:
         return DPA_BAD_ARG
-    return d.owned[pid * d.levels + level - 1]
+    return d.owned[_pl(d.levels, pid, level)]
 
 
 cdef int32_t dpa_pending(dpa_t* d, proc_t pid) noexcept nogil:
+    if pid == DPA_NIL:
+        return d.q.npending
     if pid < 0 or pid >= d.max_processes:
         return DPA_BAD_ARG
     return d.q.pid_count[pid]
@@ -798,6 +840,13 @@ cdef enum:
     _IN_BATCH = 1     # a batch runs without the GIL
     _IN_READ = 2      # check/stats/take_grants/pickling, which may let other threads run
                       # (numpy drops the GIL to zero big arrays; a gc pass runs Python code)
+
+
+cdef inline int _idle(int busy) except -1:
+    """The one busy check of every method: AllocatorError unless ``busy`` is _IDLE."""
+    if busy:
+        _raise_busy(busy)
+    return 0
 
 
 cdef int _raise_busy(int why) except -1:
@@ -1131,10 +1180,9 @@ cdef class DepthPoolAllocator:
             level += 1
             if level > d.levels:
                 _raise_bad_remote(depth, d.levels)
-        if self._busy:
-            _raise_busy(self._busy)
-        t = _dpa_acquire(d, <proc_t>p, level)
-        if t == DPA_QUEUE_FULL:
+        _idle(self._busy)
+        t = dpa_try_acquire(d, <proc_t>p, level)
+        if t < DPA_PENDING:  # DPA_QUEUE_FULL (the arguments were checked above)
             _raise_full(d, <proc_t>p, level)
         return t
 
@@ -1147,13 +1195,14 @@ cdef class DepthPoolAllocator:
         cdef dpa_t* d = &self.core
         cdef long long t = 0
         cdef int rc = _int_arg(tcb, &t)
-        if self._busy:
-            _raise_busy(self._busy)
-        if rc != 0 or t < 0 or t >= d.total or d.holder[t] == DPA_NIL:
+        _idle(self._busy)
+        if rc != 0 or t < 0 or t >= d.total:
             _raise_bad_release(d, tcb)
-        if d.grants.len + d.q.npending > d.grants.cap:
-            grants_reserve(&d.grants, d.q.npending)
-        _dpa_release(d, <tcb_t>t)
+        rc = dpa_try_release(d, <tcb_t>t)
+        if rc != 0:
+            if rc == DPA_BAD_ARG:  # free
+                _raise_bad_release(d, tcb)
+            raise MemoryError("cannot grow the grants buffer")
 
     @property
     def last_ticket(self) -> int:
@@ -1164,8 +1213,7 @@ cdef class DepthPoolAllocator:
         batch's last queued request (the batch's queued requests have the
         consecutive tickets up to it).
         """
-        if self._busy:
-            _raise_busy(self._busy)
+        _idle(self._busy)
         return dpa_last_ticket(&self.core)
 
     def cancel_request(self, ticket):
@@ -1184,8 +1232,7 @@ cdef class DepthPoolAllocator:
             v = -1 if ticket < 0 else INT64_MAX
         if v < 0:
             raise ValueError(f"ticket {as_index(ticket)} is negative")
-        if self._busy:
-            _raise_busy(self._busy)
+        _idle(self._busy)
         return dpa_cancel_request(&self.core, <seq_t>v) == 1
 
     def take_grants(self, tickets=False):
@@ -1194,29 +1241,35 @@ cdef class DepthPoolAllocator:
         Each is ``(pid, tcb)``, or ``(pid, tcb, ticket)`` with
         ``tickets=True`` (the ticket of the request it served).
         """
+        cdef dpa_t* d = &self.core
         cdef grants_t* g = &self.core.grants
+        cdef proc_t pid
+        cdef tcb_t t
+        cdef seq_t ticket
+        cdef bint with_tickets = tickets
         cdef Py_ssize_t i
-        if self._busy:
-            _raise_busy(self._busy)
+        _idle(self._busy)
+        # Under the mark: building the tuples may run a gc pass, and with it
+        # another thread.
         self._busy = _IN_READ
         try:
             if _read_hook is not None:
                 _read_hook()
-            if tickets:
-                out = [(g.buf[i].pid, g.buf[i].tcb, g.buf[i].ticket) for i in range(g.head, g.len)]
-            else:
-                out = [(g.buf[i].pid, g.buf[i].tcb) for i in range(g.head, g.len)]
+            out = [None] * (g.len - g.head)
+            for i in range(len(out)):
+                dpa_take_grant_ticket(d, &pid, &t, &ticket)
+                if with_tickets:
+                    out[i] = (pid, t, ticket)
+                else:
+                    out[i] = (pid, t)
         finally:
             self._busy = _IDLE
-        g.head = 0
-        g.len = 0
         return out
 
     def cancel(self, pid):
         """Drop every pending request of ``pid``; return how many."""
         cdef proc_t p = _pid_arg(&self.core, pid)
-        if self._busy:
-            _raise_busy(self._busy)
+        _idle(self._busy)
         return dpa_cancel(&self.core, p)
 
     def release_all(self, pid):
@@ -1226,34 +1279,28 @@ cdef class DepthPoolAllocator:
         each in id order (owner death, withdraw).
         """
         cdef proc_t p = _pid_arg(&self.core, pid)
-        if self._busy:
-            _raise_busy(self._busy)
+        _idle(self._busy)
         return dpa_release_all(&self.core, p)
 
     def level_of(self, tcb):
         """The level of the TCB's pool, 0 for an unreserved TCB."""
         cdef tcb_t t = _id_arg(&self.core, tcb)
-        if self._busy:
-            _raise_busy(self._busy)
+        _idle(self._busy)
         return dpa_level_of(&self.core, t)
 
     def holder(self, tcb):
         """The pid holding ``tcb``, or -1 when it is free."""
         cdef tcb_t t = _id_arg(&self.core, tcb)
-        if self._busy:
-            _raise_busy(self._busy)
-        return self.core.holder[t]
+        _idle(self._busy)
+        return dpa_holder(&self.core, t)
 
     def pending(self, pid=None):
         """Number of pending requests, of ``pid`` or of everybody."""
-        cdef proc_t p = -1
+        cdef proc_t p = DPA_NIL  # everybody's
         if pid is not None:
             p = _pid_arg(&self.core, pid)
-        if self._busy:
-            _raise_busy(self._busy)
-        if p < 0:
-            return self.core.q.npending
-        return self.core.q.pid_count[p]
+        _idle(self._busy)
+        return dpa_pending(&self.core, p)
 
     def owned_pool(self, pid, level):
         """The pool ``pid`` owns at ``level``, or -1."""
@@ -1264,14 +1311,12 @@ cdef class DepthPoolAllocator:
             raise ValueError(f"level must be an int, got {level!r}")
         if rc == 1 or v < 1 or v > self.core.levels:
             raise ValueError(f"level {as_index(level)} out of range [1, {self.core.levels}]")
-        if self._busy:
-            _raise_busy(self._busy)
-        return self.core.owned[p * self.core.levels + <int32_t>v - 1]
+        _idle(self._busy)
+        return dpa_owned_pool(&self.core, p, <int32_t>v)
 
     def stats(self):
         """A snapshot of plain ints and lists; two equal states compare ``==``."""
-        if self._busy:
-            _raise_busy(self._busy)
+        _idle(self._busy)
         self._busy = _IN_READ
         try:
             if _read_hook is not None:
@@ -1285,8 +1330,7 @@ cdef class DepthPoolAllocator:
 
         Raises :class:`~pyresv.AllocatorError` naming the first that fails.
         """
-        if self._busy:
-            _raise_busy(self._busy)
+        _idle(self._busy)
         self._busy = _IN_READ
         try:
             if _read_hook is not None:
@@ -1361,8 +1405,7 @@ cdef class DepthPoolAllocator:
                 rv = <const uint8_t*>rb.buf
             out = np.empty(n, dtype=np.int32)
             ov = out
-            if self._busy:
-                _raise_busy(self._busy)
+            _idle(self._busy)
             if n == 0:
                 return out
             _scratch_reserve(self, 2 * n)
@@ -1425,9 +1468,9 @@ cdef class DepthPoolAllocator:
         cdef dpa_t* d = &self.core
         cdef Py_buffer tb
         cdef bint got = False, marked = False
-        cdef Py_ssize_t i, n, bad = -1, dup = -1
-        cdef int tw
-        cdef int64_t x = 0
+        cdef Py_ssize_t i, n, done, oob = -1
+        cdef int tw, code = 0
+        cdef int64_t x = 0, xoob = 0
         cdef tcb_t* ids
         t = None
         try:
@@ -1439,43 +1482,34 @@ cdef class DepthPoolAllocator:
                     raise AllocatorError("release_many: could not read the converted array")
             n = tb.shape[0]
             tw = tb.itemsize == 8
-            if self._busy:
-                _raise_busy(self._busy)
+            _idle(self._busy)
             if n == 0:
                 return
             _scratch_reserve(self, n)
             self._busy = _IN_BATCH
             marked = True
             ids = self._scratch
-            # One pass: copy, check that each id is held (the first that is
-            # not is the error) and distinct, by marking each holder
-            # negative (-2 - pid); then restore the marks from the copy.
+            # The private copy (an id out of range becomes -1, the first one
+            # kept for its message), then the documented batch on it.
             with nogil:
                 for i in range(n):
                     x = _int_at(tb.buf, tw, i)
-                    if x < 0 or x >= d.total or d.holder[x] == DPA_NIL:
-                        bad = i
-                        break
+                    if x < 0 or x >= d.total:
+                        if oob < 0:
+                            oob = i
+                            xoob = x
+                        x = DPA_NIL
                     ids[i] = <tcb_t>x
-                    if d.holder[x] < DPA_NIL:
-                        if dup < 0:
-                            dup = i
-                    else:
-                        d.holder[x] = -2 - d.holder[x]
-                for i in range(n if bad < 0 else bad):
-                    if d.holder[ids[i]] < DPA_NIL:
-                        d.holder[ids[i]] = -2 - d.holder[ids[i]]
             if _batch_read_hook is not None:
                 _batch_read_hook()
-            if bad >= 0:
-                _raise_bad_release(d, _shown(x, t, bad))
-            if dup >= 0:
-                raise AllocatorError(f"TCB {ids[dup]} appears twice in one release_many batch")
-            if d.grants.len + d.q.npending > d.grants.cap:
-                grants_reserve(&d.grants, d.q.npending)
             with nogil:
-                for i in range(n):
-                    _dpa_release(d, ids[i])
+                done = dpa_release_many(d, ids, n, &code)
+            if code == DPA_BAD_ARG:
+                _raise_bad_release(d, _shown(xoob, t, oob) if done == oob else ids[done])
+            if code == DPA_DUPLICATE:
+                raise AllocatorError(f"TCB {ids[done]} appears twice in one release_many batch")
+            if code == DPA_NO_MEMORY:
+                raise MemoryError("cannot grow the grants buffer")
         finally:
             if marked:  # only the mark this call set (a refused call leaves the other's)
                 self._busy = _IDLE
@@ -1484,8 +1518,7 @@ cdef class DepthPoolAllocator:
 
     # ----------------------------------------------------------- pickling
     def __reduce__(self):
-        if self._busy:
-            _raise_busy(self._busy)
+        _idle(self._busy)
         kwargs = {
             "depths": list(self._depths),
             "unreserved": self.core.unreserved,
@@ -1667,7 +1700,7 @@ cdef int _setstate(DepthPoolAllocator a, object state) except -1:
             base = _pool_base(d, p, l)
             for t in range(base, base + L.size):
                 if d.holder[t] != DPA_NIL:
-                    d.owned[d.holder[t] * d.levels + l - 1] = p
+                    d.owned[_pl(d.levels, d.holder[t], l)] = p
                     break
     # The unreserved free stack, bottom to top; held ones on their holder's list.
     v = st["unres_free"]
@@ -1686,7 +1719,7 @@ cdef int _setstate(DepthPoolAllocator a, object state) except -1:
         pid = <proc_t>w[i, 0]
         level = <int32_t>w[i, 1]
         d.q.next_seq = w[i, 2]  # the request's ticket, as saved
-        waitq_push(&d.q, pid, level, d.owned[pid * d.levels + level - 1] == DPA_NIL)
+        waitq_push(&d.q, pid, level, d.owned[_pl(d.levels, pid, level)] == DPA_NIL)
     d.q.next_seq = st["next_seq"]
     # Grants not yet taken.
     w = st["grants"]
@@ -1805,12 +1838,12 @@ cdef object _find_broken(DepthPoolAllocator a):
                 return f"pool {p}: {nheld} held + {nfree} free != size {size}"
             if (nheld > 0) == in_free[p]:
                 return f"pool {p}: {nheld} TCBs held but on the free-pool stack: {bool(in_free[p])}"
-            if nheld > 0 and d.owned[owner * d.levels + l - 1] != p:
+            if nheld > 0 and d.owned[_pl(d.levels, owner, l)] != p:
                 return f"pool {p}: owner {owner} does not list it at level {l}"
     # Ownership table: a pid owns at most one pool per level, an owned one.
     for pid in range(d.max_processes):
         for l in range(1, d.levels + 1):
-            p = d.owned[pid * d.levels + l - 1]
+            p = d.owned[_pl(d.levels, pid, l)]
             if p == DPA_NIL:
                 continue
             L = &d.level[l]
@@ -1877,7 +1910,7 @@ cdef object _find_broken(DepthPoolAllocator a):
             w = &q.slots[s]
             if w.level != l or w.prev[WQ_LEVEL] != sp or w.seq <= last_seq or w.pid < 0 or w.pid >= d.max_processes:
                 return f"level {l}: wait list corrupt at slot {s}"
-            pool = d.owned[w.pid * d.levels + l - 1]
+            pool = d.owned[_pl(d.levels, w.pid, l)]
             if w.seeker != (pool == DPA_NIL):
                 return f"pid {w.pid} waits at level {l} with pool {pool} but seeker={w.seeker}"
             if w.seeker:
@@ -1911,7 +1944,7 @@ cdef object _find_broken(DepthPoolAllocator a):
         for l in range(1, d.levels + 1):
             count = 0
             last_seq = -1
-            s = q.by_pid_level[pid * d.levels + l - 1].head
+            s = q.by_pid_level[_pl(d.levels, pid, l)].head
             sp = DPA_NIL
             while s != DPA_NIL:
                 if s < 0 or s >= q.used or count > cnt[pid]:
@@ -1923,7 +1956,7 @@ cdef object _find_broken(DepthPoolAllocator a):
                 count += 1
                 sp = s
                 s = w.next[WQ_PID_LEVEL]
-            if q.by_pid_level[pid * d.levels + l - 1].tail != sp:
+            if q.by_pid_level[_pl(d.levels, pid, l)].tail != sp:
                 return f"pid {pid} level {l}: wait list tail corrupt"
             cnt[pid] -= count
         if cnt[pid] != 0:
@@ -1976,7 +2009,7 @@ cdef object _find_broken(DepthPoolAllocator a):
         s = q.by_level[l].head
         while s != DPA_NIL:
             w = &q.slots[s]
-            op = d.owned[w.pid * d.levels + l - 1]
+            op = d.owned[_pl(d.levels, w.pid, l)]
             if op == DPA_NIL:
                 if d.level[l].nfree_pools > 0:
                     return (
