@@ -263,6 +263,17 @@ class DepthRequest(Event):
                             req._ticket = -1
                             req._tcb = got
                             ready.append(req)
+                elif res.monitor is None:  # _free, inlined
+                    res._release_tcb(tcb)
+                    task = self._task
+                    if task is not None:
+                        task.levels.remove(self.level)
+                        tree = task.tree
+                        tree.busy -= 1
+                        if tree.live == 0:
+                            res._family.maybe_recycle(tree)
+                    if res._waiting:
+                        res._granted()
                 else:
                     res._free(tcb, self)
         res._releases += 1
@@ -534,8 +545,61 @@ class DepthResource:
             if self.monitor is not None:
                 self._note()
             return req
-        self._start(req, pid, depth, remote)
+        if pid is None and depth is None and self.monitor is None:
+            self._start_implicit(req)
+        else:
+            self._start(req, pid, depth, remote)
         return req
+
+    def _start_implicit(self, req: DepthRequest) -> None:
+        """``request()`` with task trees (``levels > 1``): :meth:`_start` and :meth:`_name`, inlined."""
+        env = self._env
+        req.env = env
+        req.callbacks = []
+        req.resource = self
+        req.proc = proc = env._active_proc
+        task = self._tasks.get(proc)  # type: ignore[arg-type]  # None is never a key
+        if task is None:
+            task = self._family.register(proc) if proc is not None else self._family.orphan()
+        tree = task.tree
+        held = task.levels  # ascending
+        level = (held[-1] if held else task.base) + 1
+        pid = tree.pid
+        if level > self._levels:
+            if not self._clamp:
+                raise ValueError(
+                    f"pid {pid}: a request nested at level {level} on {self.name}, "
+                    f"which has only {self._levels} levels"
+                )
+            level = self._levels
+        req.pid = pid
+        req.level = level
+        req._task = task
+        try:
+            tcb = self._acquire(pid, level)  # raises before any change
+        except BaseException:
+            self._family.maybe_recycle(tree)  # a request's own tree, if it was one
+            raise
+        tree.busy += 1
+        if tcb >= 0:
+            if held and level < held[-1]:
+                task.hold(level)
+            else:
+                held.append(level)
+            if self._ready:
+                self._serve(self._flat)
+            req._ok = True
+            req._value = None
+            req._tcb = tcb
+            req.usage_since = now = env._now
+            self._held[tcb] = req
+            heappush(env._queue, (now, _NORMAL, next(env._eid), req))
+        else:
+            req._value = _PENDING
+            req._ticket = ticket = self._alloc.last_ticket
+            self._waiting[ticket] = req
+            if self._ready:
+                self._serve(self._flat)
 
     def _start(self, req: DepthRequest, pid: int | None, depth: int | None, remote: bool) -> None:
         env = self._env
