@@ -148,10 +148,13 @@ def test_checks_the_cluster(client, monkeypatch):
 
 
 def test_pickles_to_its_levels(client):
+    from dask.base import tokenize
+
     dc = DepthClient(client, LEVELS)
     back = pickle.loads(pickle.dumps(dc))
     assert back.levels == 3 and back._levels == LEVELS and back._client is None
     assert "worker client" in repr(back)
+    assert tokenize(dc) == tokenize(back) != tokenize(DepthClient(client, [1, 1]))  # a pure key is its levels
 
 
 def test_refuses_dask_placement_options(client):

@@ -231,6 +231,10 @@ class DepthClient:
     def __reduce__(self) -> tuple[Any, ...]:
         return (DepthClient._on_worker, (list(self._levels),))
 
+    def __dask_tokenize__(self) -> tuple[str, tuple[int, ...]]:
+        # A DepthClient passed to a pure task is its levels: the same call, the same key.
+        return ("pyresv.adapters.dask.DepthClient", tuple(self._levels))
+
     def _check_cluster(self, client: Any) -> None:
         workers = client.scheduler_info(n_workers=-1).get("workers", {})
         if not workers:
