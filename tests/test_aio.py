@@ -430,3 +430,62 @@ def test_the_allocator_is_read_only():
     assert (view.levels, view.total, view.wake, view.pending(), view.holder(0), view.level_of(0)) == (
         1, 1, "deepest", 0, -1, 1,
     )  # fmt: skip
+
+
+def test_a_withdrawn_wait_leaves_the_others_of_its_tree_in_place(allocator_cls):
+    """Cancelling one of a tree's waits keeps its other waits where they were in the queue.
+
+    Tree X waits twice at level 2 (x2, x3), then tree Y once (y1); x2 is
+    cancelled. The freed unreserved slot goes to the oldest waiter at the
+    deepest level: x3, which arrived before y1.
+    """
+    lim = DepthLimiter([(2, 1), (1, 1)], 1, allocator_cls=allocator_cls)
+    order: list = []
+
+    async def main():
+        release = {name: asyncio.Event() for name in ("x0", "x1", "x3", "y1")}
+        tasks = {}
+
+        async def child(name):
+            async with lim.slot():
+                order.append(name)
+                await release[name].wait()
+
+        async def tree_x():
+            async with lim.slot():
+                for n, name in enumerate(("x0", "x1", "x2", "x3"), start=1):  # x0: the level-2 pool,
+                    tasks[name] = asyncio.create_task(child(name))  # x1: the unreserved slot
+                    await _yield_until(lambda n=n: len(order) + lim.allocator.pending() == n)
+                await asyncio.gather(*(tasks[n] for n in ("x0", "x1", "x3")))
+
+        async def tree_y():
+            async with lim.slot():
+                tasks["y1"] = asyncio.create_task(child("y1"))
+                await tasks["y1"]
+
+        x = asyncio.create_task(tree_x())
+        await _yield_until(lambda: lim.allocator.pending() == 2)  # x2 and x3 wait
+        y = asyncio.create_task(tree_y())
+        await _yield_until(lambda: lim.allocator.pending() == 3)  # then y1
+        assert order == ["x0", "x1"]
+        tasks["x2"].cancel()
+        await _yield_until(lambda: lim.allocator.pending() == 2)
+        release["x1"].set()  # frees the unreserved slot
+        await _yield_until(lambda: len(order) == 3)
+        assert order == ["x0", "x1", "x3"]
+        for name in ("x0", "x3", "y1"):
+            release[name].set()
+        await asyncio.wait_for(asyncio.gather(x, y), WAIT)
+
+    asyncio.run(main())
+    assert sorted(order) == ["x0", "x1", "x3", "y1"]
+    assert_idle(lim)
+
+
+async def _yield_until(cond) -> None:
+    """Yield to the other tasks until ``cond()`` holds (they run in turn: no clock involved)."""
+    for _ in range(10_000):
+        if cond():
+            return
+        await asyncio.sleep(0)
+    raise AssertionError("condition not reached")

@@ -7,10 +7,9 @@
   are Dask worker resources, so Dask's scheduler does the queueing there.
 
 The first three queue requests in the allocator and learn that a request was served
-from the allocator's grants (``take_grants()``). :class:`WaitBook` is the shared
-piece that maps each grant ``(pid, tcb)`` back to the waiter the allocator
-served, and withdraws one waiter exactly although ``allocator.cancel(pid)``
-drops every pending request of the pid.
+from the allocator's grants. :class:`WaitBook` (the executor's and the limiter's)
+maps each grant back to its waiter by the request's ticket and withdraws one
+waiter exactly (``cancel_request``).
 """
 
 from __future__ import annotations
@@ -109,151 +108,98 @@ class AllocatorView:
 class WaitBook:
     """The pending requests of one allocator, so that grants find their waiters.
 
-    A waiter is any object (a SimPy event, a future, a work item). Each pending
-    request is recorded as ``(level, waiter)`` under its pid, in arrival order.
+    A waiter is any object (a future, a work item). Each pending request is
+    recorded under the allocator's ticket for it (``last_ticket`` right after
+    the ``acquire`` that returned ``PENDING``), and a grant names the ticket it
+    served (``take_grants(tickets=True)``): the book never infers which of a
+    pid's requests a TCB went to. A withdrawn request is cancelled by its ticket
+    (``cancel_request``), so the pid's other requests keep their place in the
+    queue.
 
-    Which of a pid's requests a grant ``(pid, tcb)`` served follows from the
-    allocator contract:
-
-    * a reserved TCB (``level_of(tcb) = e > 0``) serves the pid's oldest request
-      at level e: the owner's own waiters are served oldest first (FIG 6A), and
-      a pool handed to a seeker serves its requests at e oldest first
-      (FIG 6A blocks 608/610);
-    * an unreserved TCB (level 0) goes by the wake policy (FIG 6B block 620):
-      ``"deepest"`` serves the deepest level that has a waiter, so the pid's
-      request at its deepest pending level, oldest first; ``"fifo"`` serves the
-      oldest request, so the pid's oldest.
-
-    Invariant: for every pid, the book lists exactly the allocator's pending
-    requests of that pid, in the allocator's arrival order.
+    Invariant: the book holds exactly the allocator's pending requests made
+    through it, each with its pid, level and waiter.
     """
 
-    __slots__ = ("_alloc", "by_pid", "_wake", "count")
+    __slots__ = ("_alloc", "_by_ticket", "_ticket_of", "_by_pid")
 
-    #: ``pid -> [(level, waiter), ...]`` in arrival order. Hot paths may add an
-    #: entry, or take a pid's sole entry, directly, keeping :attr:`count` in step.
-    by_pid: dict[int, list[tuple[int, Any]]]
-
-    def __init__(self, allocator: Allocator, wake: str | None = None) -> None:
+    def __init__(self, allocator: Allocator) -> None:
         self._alloc = allocator
-        if wake is None:
-            wake = getattr(allocator, "wake", "deepest")
-        if wake not in ("deepest", "fifo"):
-            raise ValueError(f"wake must be 'deepest' or 'fifo', got {wake!r}")
-        self._wake = wake
-        self.by_pid = {}
-        #: Number of pending requests in the book.
-        self.count = 0
+        #: ``ticket -> (pid, level, waiter)``, in arrival order.
+        self._by_ticket: dict[int, tuple[int, int, Any]] = {}
+        #: ``id(waiter) -> ticket`` (the waiter itself is kept alive by ``_by_ticket``).
+        self._ticket_of: dict[int, int] = {}
+        #: ``pid -> {ticket, ...}``.
+        self._by_pid: dict[int, set[int]] = {}
 
-    def add(self, pid: int, level: int, waiter: Any) -> None:
-        """Record that ``pid``'s request at ``level`` is pending for ``waiter``."""
-        entries = self.by_pid.get(pid)
-        if entries is None:
-            self.by_pid[pid] = [(level, waiter)]
+    def add(self, pid: int, level: int, waiter: Any) -> int:
+        """Record that ``pid``'s request at ``level``, just queued, is pending for ``waiter``.
+
+        Call it right after the ``acquire`` that returned ``PENDING`` (the
+        request's ticket is the allocator's ``last_ticket``); returns the ticket.
+        """
+        ticket = self._alloc.last_ticket
+        self._by_ticket[ticket] = (pid, level, waiter)
+        self._ticket_of[id(waiter)] = ticket
+        tickets = self._by_pid.get(pid)
+        if tickets is None:
+            self._by_pid[pid] = {ticket}
         else:
-            entries.append((level, waiter))
-        self.count += 1
+            tickets.add(ticket)
+        return ticket
 
-    def pop(self, pid: int, tcb: int) -> tuple[int, Any]:
-        """The ``(level, waiter)`` that the grant ``(pid, tcb)`` served; removed from the book.
+    def pop(self, ticket: int) -> tuple[int, Any]:
+        """The ``(level, waiter)`` of the request with this ticket (a grant served it); removed.
 
-        Raises ``KeyError`` naming the pid when the book has no request of it
+        Raises ``KeyError`` naming the ticket when the book has no such request
         (the allocator was used behind the adapter's back).
         """
-        entries = self.by_pid.get(pid)
-        if entries is None:
-            raise KeyError(f"grant of TCB {tcb} to pid {pid}, which has no request in this book")
-        if len(entries) == 1:
-            del self.by_pid[pid]
-            self.count -= 1
-            return entries[0]
-        i = self._served_index(entries, tcb)
-        self.count -= 1
-        return entries.pop(i)
-
-    def _served_index(self, entries: list[tuple[int, Any]], tcb: int) -> int:
-        level = self._alloc.level_of(tcb)
-        if level > 0:
-            for i, (lvl, _w) in enumerate(entries):
-                if lvl == level:
-                    return i
-            raise KeyError(f"grant of TCB {tcb} (level {level}) matches no pending request")
-        if self._wake == "fifo":
-            return 0
-        deepest = max(lvl for lvl, _w in entries)
-        for i, (lvl, _w) in enumerate(entries):
-            if lvl == deepest:
-                return i
-        raise AssertionError("unreachable")  # pragma: no cover
+        try:
+            pid, level, waiter = self._by_ticket.pop(ticket)
+        except KeyError:
+            raise KeyError(f"grant to ticket {ticket}, a request not made through this book") from None
+        del self._ticket_of[id(waiter)]
+        tickets = self._by_pid[pid]
+        tickets.discard(ticket)
+        if not tickets:
+            del self._by_pid[pid]
+        return level, waiter
 
     def contains(self, pid: int, waiter: Any) -> bool:
         """Whether ``waiter`` still has a pending request of ``pid`` in the book."""
-        entries = self.by_pid.get(pid)
-        return entries is not None and any(w is waiter for _lvl, w in entries)
+        ticket = self._ticket_of.get(id(waiter))
+        return ticket is not None and self._by_ticket[ticket][0] == pid and self._by_ticket[ticket][2] is waiter
 
-    def withdraw(self, pid: int, waiter: Any) -> list[tuple[Any, int]]:
-        """Withdraw ``waiter``'s pending request and leave the pid's others pending.
+    def withdraw(self, pid: int, waiter: Any) -> None:
+        """Cancel ``waiter``'s pending request; the pid's other requests keep their place.
 
-        ``allocator.cancel(pid)`` drops every pending request of the pid, so the
-        others are issued again, in their arrival order, at their levels. They
-        keep their order among themselves but go behind requests of other pids
-        that arrived meanwhile (the price of an exact cancel). Nothing was freed,
-        so they pend again; should one be served at once, it is returned as
-        ``(waiter, tcb)`` for the caller to hand over. Raises ``KeyError`` when
-        the waiter is not in the book.
+        Raises ``KeyError`` when the waiter has no pending request of ``pid``.
         """
-        entries = self.by_pid.get(pid)
-        index = -1
-        if entries is not None:
-            for i, (_lvl, w) in enumerate(entries):
-                if w is waiter:
-                    index = i
-                    break
-        if index < 0:
+        if not self.contains(pid, waiter):
             raise KeyError(f"pid {pid} has no pending request for {waiter!r}")
-        assert entries is not None  # index >= 0: the waiter was found in entries
-        del entries[index]
-        self.count -= 1
-        dropped = self._alloc.cancel(pid)
-        if dropped != len(entries) + 1:
-            raise RuntimeError(
-                f"pid {pid}: allocator cancelled {dropped} requests, book had {len(entries) + 1}"
-            )
-        if not entries:
-            del self.by_pid[pid]
-            return []
-        served: list[tuple[Any, int]] = []
-        keep: list[tuple[int, Any]] = []
-        for lvl, w in entries:
-            tcb = self._alloc.acquire(pid, lvl, False)  # depth=lvl, local: level lvl
-            if tcb >= 0:
-                served.append((w, tcb))
-                self.count -= 1
-            else:
-                keep.append((lvl, w))
-        if keep:
-            self.by_pid[pid] = keep
-        else:
-            del self.by_pid[pid]
-        return served
+        ticket = self._ticket_of[id(waiter)]
+        if not self._alloc.cancel_request(ticket):
+            raise RuntimeError(f"pid {pid}: ticket {ticket} is in the book but not pending in the allocator")
+        self.pop(ticket)
 
     def drop_pid(self, pid: int) -> list[tuple[int, Any]]:
-        """Cancel every pending request of ``pid``; return their ``(level, waiter)``."""
-        entries = self.by_pid.pop(pid, [])
-        if entries:
+        """Cancel every pending request of ``pid``; return their ``(level, waiter)``, oldest first."""
+        tickets = sorted(self._by_pid.get(pid, ()))
+        if tickets:
             self._alloc.cancel(pid)
-            self.count -= len(entries)
-        return entries
+        return [self.pop(t) for t in tickets]
 
     def pids(self) -> list[int]:
         """The pids with pending requests."""
-        return list(self.by_pid)
+        return list(self._by_pid)
 
     def entries(self) -> Iterator[tuple[int, int, Any]]:
-        """``(pid, level, waiter)`` of every pending request, pid by pid."""
-        for pid, entries in self.by_pid.items():
-            for lvl, w in entries:
-                yield pid, lvl, w
+        """``(pid, level, waiter)`` of every pending request, oldest first."""
+        yield from list(self._by_ticket.values())
+
+    @property
+    def count(self) -> int:
+        """Number of pending requests in the book."""
+        return len(self._by_ticket)
 
     def __len__(self) -> int:
-        return self.count
+        return len(self._by_ticket)

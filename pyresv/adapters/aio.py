@@ -289,8 +289,7 @@ class DepthLimiter:
                 self._release(tree, granted)  # granted just before: give it back
             else:
                 if self._book.contains(tree.pid, fut):
-                    for other, tcb in self._book.withdraw(tree.pid, fut):
-                        other.set_result(tcb)  # never expected: nothing was freed
+                    self._book.withdraw(tree.pid, fut)  # the tree's other waits keep their place
                 # else: a grant found the future cancelled and passed the TCB on
                 tree.active -= 1
                 self._maybe_recycle(tree)
@@ -307,12 +306,12 @@ class DepthLimiter:
         """Wake the waiters the allocator granted, in grant order."""
         book = self._book
         while True:
-            grants = self._alloc.take_grants()
+            grants = self._alloc.take_grants(tickets=True)
             if not grants:
                 return
             passed = []
-            for pid, tcb in grants:
-                _level, fut = book.pop(pid, tcb)
+            for _pid, tcb, ticket in grants:
+                _level, fut = book.pop(ticket)
                 if fut.cancelled():
                     passed.append(tcb)  # its task left; its cleanup sees it gone from the book
                 else:

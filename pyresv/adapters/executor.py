@@ -86,10 +86,21 @@ class LockedAllocator:
         with self.lock:
             return self.raw.release_all(pid)  # type: ignore[attr-defined]
 
-    def take_grants(self) -> list[tuple[int, int]]:
+    def take_grants(self, tickets: bool = False) -> Any:
         """``raw.take_grants`` under the lock."""
         with self.lock:
-            return self.raw.take_grants()
+            return self.raw.take_grants(tickets)  # type: ignore[call-overload]
+
+    @property
+    def last_ticket(self) -> int:
+        """``raw.last_ticket`` under the lock."""
+        with self.lock:
+            return self.raw.last_ticket
+
+    def cancel_request(self, ticket: int) -> bool:
+        """``raw.cancel_request`` under the lock."""
+        with self.lock:
+            return self.raw.cancel_request(ticket)
 
     def level_of(self, tcb: int) -> int:
         """``raw.level_of`` under the lock."""
@@ -258,13 +269,14 @@ class _Core:
                 self.alloc.release(tcb)
             except BaseException as exc:
                 error = exc
-            for pid, t in self.alloc.take_grants():
+            for pid, t, ticket in self.alloc.take_grants(tickets=True):
                 try:
-                    _level, granted = self.book.pop(pid, t)
-                except KeyError as exc:
+                    _level, granted = self.book.pop(ticket)
+                except KeyError:
                     if error is None:
                         error = AllocatorError(
-                            f"{exc.args[0]}: the executor's allocator was used behind its back"
+                            f"grant of TCB {t} to pid {pid} (ticket {ticket}), a request this executor "
+                            f"did not make: its allocator was used behind its back"
                         )
                     continue
                 if t == tcb:
