@@ -255,7 +255,7 @@ def test_a_cluster_failing_before_it_is_ready() -> None:
     config = _config({"cluster_fail": [{"cluster": 1, "at_s": 0.0}]}, [(0.0, "read", 1, 0), (0.05, "read", 0, 1)])
     sim, s = _run(config)
     _assert_clean(sim, s)
-    assert s["init"]["ready_us"] == [100.0, -1.0]
+    assert s["init"]["ready_us"] == [100.0, None]  # never ready: null, not a sentinel
     assert {e[1] for e in sim.trace} == {0} and s["completed_ops"] == 2
 
 
@@ -384,7 +384,7 @@ def test_example_faults_toml() -> None:
 # ------------------------------------------------------------ stress example
 def test_stress_example_deadlocks_shared_not_depth(capsys: pytest.CaptureFixture[str]) -> None:
     path = str(EXAMPLES / "stress.toml")
-    assert main(["simulate", path, "--json", "--policy", "shared"]) == 0
+    assert main(["simulate", path, "--json", "--policy", "shared"]) == 1  # a deadlock exits 1
     shared = json.loads(capsys.readouterr().out)
     assert shared["deadlocked"] and shared["deadlock_cycle"]
     assert shared["completed_ops"] < shared["issued_ops"] and shared["pit_violations"] == 0

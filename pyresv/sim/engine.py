@@ -681,10 +681,10 @@ class Simulation:
             peak_queued=[row[1:] for row in self.peak_queued],
             tcbs_per_cluster=self.tcbs_per_cluster,
             init=self.init,
-            ready_us=[cl.ready_at for cl in self.clusters],
+            ready_us=[_when(cl.ready_at) for cl in self.clusters],
             relationships=[
                 {"source": r.source.vid, "target": r.target.vid, "state": r.state,
-                 "copied": r.ncopied, "established_us": r.established_us, "ended_us": r.ended_us}
+                 "copied": r.ncopied, "established_us": _when(r.established_us), "ended_us": _when(r.ended_us)}
                 for r in self.relationships
             ],
             trace=self.trace,
@@ -698,6 +698,11 @@ def _step_before(env: simpy.Environment, until: float) -> bool:
     while env.peek() < until:
         env.step()
     return env.peek() < float("inf")
+
+
+def _when(t_us: float) -> float | None:
+    # The model marks a time that never came with -1.0; a summary says null.
+    return None if t_us < 0 else t_us
 
 
 @dataclass
@@ -723,7 +728,7 @@ class RunResult:
     peak_queued: list[list[int]]
     tcbs_per_cluster: int
     init: InitResult
-    ready_us: list[float]
+    ready_us: list[float | None]
     relationships: list[dict[str, Any]]
     trace: list[TraceEvent] | None
     metrics: MetricsRecorder
@@ -750,6 +755,7 @@ class RunResult:
         else:
             latency = {"p50": None, "p99": None}
         sim_s = self.sim_time_s
+        rate = round(self.completed_ops / sim_s, 3) if sim_s > 0 else 0.0
         out: dict[str, Any] = {}
         if self.scenario is not None:
             out["scenario"] = self.scenario
@@ -760,10 +766,13 @@ class RunResult:
             deadlock_cycle=list(self.deadlock_cycle),
             pit_violations=self.pit_violations,
             leaked_tcbs=self.leaked_tcbs,
-            throughput_ops_per_s=round(self.completed_ops / sim_s, 3) if sim_s > 0 else 0.0,
+            # A deadlocked run's rate only says when it stopped: null here, and
+            # reported as what it is in throughput_until_deadlock_ops_per_s.
+            throughput_ops_per_s=None if self.deadlocked else rate,
             latency_ms=latency,
             sim_time_s=round(sim_s, 9),
             # extras
+            throughput_until_deadlock_ops_per_s=rate if self.deadlocked else None,
             seed=self.config.controller.seed,
             issued_ops=self.issued_ops,
             internal_ops=self.internal_ops,

@@ -139,9 +139,11 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
         from pyresv.tools.plots import write_run
 
         _wrote(write_run(result, args.out))
+    # Exit 1 for a deadlock, as check does (DESIGN section 3): the output is the same.
+    status = 1 if s["deadlocked"] else 0
     if args.json:
         print(json.dumps(s, indent=2))  # no wall-clock values: byte-identical per config and seed
-        return 0
+        return status
     lat = s["latency_ms"]
     print(f"policy            {s['policy']} ({s['levels']} levels, {s['tcbs_per_cluster']} TCBs per cluster)")
     print(f"host operations   {s['completed_ops']} completed of {s['issued_ops']} issued")
@@ -152,13 +154,17 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
         print(f"timed out         controller.max_sim_time_s reached with {s['stuck_processes']} processes unfinished")
     print(f"pit violations    {s['pit_violations']} in {s['reads_checked']} checked reads")
     print(f"leaked TCBs       {s['leaked_tcbs']}")
-    print(f"throughput        {s['throughput_ops_per_s']:.1f} host ops per simulated second")
+    if s["deadlocked"]:
+        print(f"throughput        {s['throughput_until_deadlock_ops_per_s']:.1f} host ops per simulated second "
+              "until the deadlock")
+    else:
+        print(f"throughput        {s['throughput_ops_per_s']:.1f} host ops per simulated second")
     if lat["p50"] is not None:
         print(f"latency           p50 {lat['p50']:.3f} ms, p99 {lat['p99']:.3f} ms")
     print(f"simulated time    {s['sim_time_s']:.6f} s")
     rate = s["completed_ops"] / wall if wall > 0 else 0.0
     print(f"wall time         {wall:.2f} s ({rate:,.0f} simulated host ops per wall second)")
-    return 0
+    return status
 
 
 def _wrote(paths: list[Any]) -> None:

@@ -128,7 +128,7 @@ class Trial:
     deadlocks: int
     timeouts: int
     errors: list[str]
-    throughput_ops_per_s: float
+    throughput_ops_per_s: float | None  # mean over the runs that did not deadlock (None: every run did)
     latency_ms_p99: float | None
     ok: bool
 
@@ -285,9 +285,10 @@ class _Search:
         sums = [o.summary for o in outcomes if o.summary is not None]
         deadlocks = sum(1 for s in sums if s["deadlocked"])
         timeouts = sum(1 for s in sums if s["timed_out"])
-        tp = round(_mean([s["throughput_ops_per_s"] for s in sums]), 3)
+        rates = [s["throughput_ops_per_s"] for s in sums if not s["deadlocked"]]
+        tp = round(_mean(rates), 3) if rates else None
         p99 = _mean_p99(sums)
-        ok = not errors and deadlocks == 0 and timeouts == 0 and tp >= self.target
+        ok = not errors and deadlocks == 0 and timeouts == 0 and tp is not None and tp >= self.target
         if self.p99_limit is not None:
             ok = ok and p99 is not None and p99 <= self.p99_limit
         t = Trial(r, stage, deadlocks, timeouts, errors, tp, p99, ok)
@@ -332,10 +333,11 @@ def _trial_line(t: Trial) -> str:
     r = t.reservation
     depths = " ".join(f"{p}x{s}" for p, s in r.depths)
     p99 = "-" if t.latency_ms_p99 is None else f"{t.latency_ms_p99:.3f}"
+    tp = "-" if t.throughput_ops_per_s is None else f"{t.throughput_ops_per_s:.1f}"
     status = "ok" if t.ok else "no"
     extra = f" ({len(t.errors)} errors: {t.errors[0]})" if t.errors else ""
     return (f"  {t.stage:<12} depths {depths:<20} unreserved {r.unreserved:<4} TCBs {r.total:<5} "
-            f"deadlocks {t.deadlocks}  throughput {t.throughput_ops_per_s:>10.1f}  p99 {p99:>8} ms  "
+            f"deadlocks {t.deadlocks}  throughput {tp:>10}  p99 {p99:>8} ms  "
             f"{status}{extra}")
 
 
@@ -409,6 +411,7 @@ def size(
             if u is not None:
                 best = unreserved(u)
     answer = s.cache[best]
+    assert answer.throughput_ops_per_s is not None  # the answer passed: none of its runs deadlocked
     return SizeResult(
         answer=best,
         throughput_ops_per_s=answer.throughput_ops_per_s,
