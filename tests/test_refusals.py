@@ -398,3 +398,51 @@ def test_a_run_that_outlives_its_scheduled_work_keeps_a_bounded_timeline(monkeyp
     gaps = set(round(float(g), 9) for g in times[1:-1] - times[:-2])
     assert len(gaps) == 1, gaps  # evenly spaced
     assert times[-1] >= result.sim_time_s
+
+
+# ------------------------------------------------------------ check's progress
+def _check_with_stderr_on_a_terminal(tmp_path: Path, *argv: str) -> tuple[int, str]:
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))  # a new pty is 0 x 0
+    try:
+        proc = subprocess.Popen([sys.executable, "-m", "pyresv", "check", *argv], stdout=subprocess.PIPE,
+                                stderr=slave, cwd=tmp_path)
+        os.close(slave)
+        chunks = []
+        while True:
+            try:
+                data = os.read(master, 4096)
+            except OSError:  # EIO: the child closed its end
+                break
+            if not data:
+                break
+            chunks.append(data)
+        proc.communicate(timeout=300)
+    finally:
+        os.close(master)
+    return proc.returncode, b"".join(chunks).decode("utf-8", "replace")
+
+
+def test_check_shows_progress_on_a_terminal_only(tmp_path: Path) -> None:
+    rc, err = _check_with_stderr_on_a_terminal(tmp_path, "--max-ops", "3")
+    assert rc == 0
+    assert "check" in err and "state" in err, err
+    proc = subprocess.run([sys.executable, "-m", "pyresv", "check", "--max-ops", "3"], capture_output=True,
+                          text=True, timeout=300, cwd=tmp_path)
+    assert proc.returncode == 0 and proc.stderr == ""
+
+
+def test_check_stops_at_its_state_cap_with_exit_3_and_a_message(capsys: pytest.CaptureFixture[str]) -> None:
+    from pyresv.tools import modelcheck
+
+    assert 0 < modelcheck.DEFAULT_MAX_STATES <= 1_000_000  # about 700 bytes a state: under 1 GB
+    assert main(["check", "--max-ops", "6", "--max-states", "5000", "--json"]) == 3
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["complete"] is False
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and "state cap" in lines[0] and "5,000" in lines[0]

@@ -50,6 +50,7 @@ depth is the length of the longest run.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import pickle
@@ -57,7 +58,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 from pyresv._factory import ALLOCATORS, allocator_class
 from pyresv.errors import PENDING, AllocatorError, ConfigError
@@ -541,8 +542,11 @@ def check(
     allocator: str | Callable[..., Any] = "compiled",
     clone: str | None = None,
     ignored_keys: Sequence[str] = (),
+    progress: Callable[[int, int], None] | None = None,
 ) -> CheckResult:
     """Explore every interleaving of ``cfg`` breadth-first; see the module docstring.
+
+    ``progress(states, transitions)`` is called every 1,024 new states and at the end.
 
     ``allocator`` is ``"compiled"``, ``"reference"`` or a class/factory with the
     ``DepthPoolAllocator`` constructor. ``clone`` is ``"replay"`` or
@@ -586,6 +590,8 @@ def check(
                     if nk in parent:
                         continue
                     parent[nk] = (key, k)
+                    if progress is not None and not len(parent) & 1023:
+                        progress(len(parent), transitions)
                     model.conserve(records, a, c)
                 except AllocatorError as e:
                     violation = f"after op{k} moves: {e}"
@@ -600,6 +606,8 @@ def check(
         if nxt:
             depth += 1
         frontier = nxt
+    if progress is not None:
+        progress(len(parent), transitions)
     ops_seq: list[int] = []
     node = first_bad
     while node is not None and parent[node] is not None:
@@ -728,12 +736,47 @@ def run_cli(args: argparse.Namespace) -> int:
     except ConfigError as e:
         print(f"pyresv check: error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    result = check(cfg, allocator=factory, ignored_keys=ignored)
+    with _progress_bar(cfg.max_states) as progress:
+        result = check(cfg, allocator=factory, ignored_keys=ignored, progress=progress)
+    if not result.complete:
+        print(f"pyresv check: stopped at the state cap ({cfg.max_states:,} states, --max-states); "
+              "the search is incomplete", file=sys.stderr)
     if args.json:
         print(json.dumps(result.to_json()))
     else:
         print(_report(result))
     return result.exit_code
+
+
+@contextlib.contextmanager
+def _progress_bar(cap: int) -> Iterator[Callable[[int, int], None] | None]:
+    """States explored against the cap, on stderr, only when stderr is a terminal
+    (like the sweep's bar): tqdm when it is installed, else one rewritten line."""
+    if not sys.stderr.isatty():
+        yield None
+        return
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        def line(states: int, transitions: int) -> None:
+            print(f"\rcheck: {states:,} of at most {cap:,} states, {transitions:,} transitions",
+                  end="", file=sys.stderr, flush=True)
+
+        try:
+            yield line
+        finally:
+            print(file=sys.stderr)
+        return
+    bar = tqdm(total=cap, unit="state", desc="check", file=sys.stderr, leave=False)
+
+    def update(states: int, transitions: int) -> None:
+        bar.update(states - bar.n)
+        bar.set_postfix(transitions=transitions, refresh=False)
+
+    try:
+        yield update
+    finally:
+        bar.close()
 
 
 def _report(r: CheckResult) -> str:
