@@ -167,3 +167,31 @@ def test_compare_bad_input_exits_2_naming_it(
 def test_compare_on_dask_gives_the_serial_answer(stress_file: Path, compared: dict) -> None:
     result = compare(load(stress_file), seeds=2, workers=1)
     assert result.to_dict() == compared
+
+
+def test_compare_set_overrides_the_config(stress_file: Path, capsys: pytest.CaptureFixture) -> None:
+    # The split `size --budget 32` finds on this file, given on the command line.
+    args = ["compare", str(stress_file), "--seeds", "1", "--policies", "depth", "--json",
+            "--set", "reservation.depths=[[3,1],[5,1],[1,1]]", "--set", "reservation.unreserved=23",
+            "--set", "reservation.wake=deepest"]
+    assert main(args) == 0
+    got = json.loads(capsys.readouterr().out)
+    want = run(load(stress_file).with_overrides({
+        "reservation.depths": [[3, 1], [5, 1], [1, 1]], "reservation.unreserved": 23,
+        "reservation.wake": "deepest"})).summary()
+    assert got["tcbs_per_cluster"] == 32
+    assert got["policies"][0]["latency_ms"] == want["latency_ms"]
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("reservation.unreserved=1,2", "reservation.unreserved: --set takes one value here, got 2"),
+        ("reservation.unreservd=3", "reservation.unreservd: unknown key"),
+        ("reservation.wake=lifo", "reservation.wake: must be one of"),
+    ],
+)
+def test_compare_bad_set_exits_2(stress_file: Path, value: str, message: str, capsys: pytest.CaptureFixture) -> None:
+    assert main(["compare", str(stress_file), "--set", value]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1

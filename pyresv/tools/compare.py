@@ -45,6 +45,7 @@ __all__ = [
     "CSV_COLUMNS",
     "CompareResult",
     "compare",
+    "parse_assignment",
     "parse_policies",
     "policy_row",
     "price_of_safety",
@@ -75,6 +76,17 @@ def parse_policies(text: str) -> tuple[str, ...]:
             raise ConfigError(f"--policies: {n!r} given twice")
         seen.add(n)
     return tuple(names)
+
+
+def parse_assignment(text: str) -> tuple[str, Any]:
+    """``--set KEY=VALUE``: one key and one TOML value (a bare word is a string),
+    parsed like ``pyresv sweep --set``. Raises :class:`ConfigError` naming the key."""
+    from pyresv.tools.sweep import parse_set
+
+    key, values = parse_set(text)
+    if len(values) != 1:
+        raise ConfigError(f"{key}: --set takes one value here, got {len(values)} ({text!r}); sweep them with pyresv sweep")
+    return key, values[0]
 
 
 def tcbs_per_cluster(config: Config) -> int:
@@ -224,6 +236,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "of safety is depth's latency over that of the fastest other policy that never deadlocked."
     )
     p.add_argument("config", nargs="?", metavar="CONFIG", help="TOML config (default: the built-in one)")
+    p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                   help="override one config key (repeatable; the value is TOML, a bare word a string), "
+                        "e.g. --set 'reservation.depths=[[3,1],[5,1],[1,1]]' --set reservation.wake=deepest")
     p.add_argument("--policies", default=",".join(POLICIES), metavar="P1,P2,...",
                    help=f"policies to compare, in this order (default {','.join(POLICIES)})")
     p.add_argument("--seeds", type=int, default=3, help="runs per policy: controller.seed + 0 .. N-1 (default 3)")
@@ -257,6 +272,8 @@ def run_cli(args: argparse.Namespace, *, out: Callable[[str], None] = print) -> 
     """``pyresv compare``: the table (or JSON); exit 0, or 1 when a run failed."""
     check_dask_arguments(args)
     config = load(args.config) if args.config else default_config()
+    if args.sets:
+        config = config.with_overrides(dict(parse_assignment(a) for a in args.sets))
     policies = parse_policies(args.policies)
     try:
         result = compare(config, policies, args.seeds, workers=args.workers, scheduler=args.scheduler,
