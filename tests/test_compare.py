@@ -181,6 +181,14 @@ def test_compare_set_overrides_the_config(stress_file: Path, capsys: pytest.Capt
         "reservation.wake": "deepest"})).summary()
     assert got["tcbs_per_cluster"] == 32
     assert got["policies"][0]["latency_ms"] == want["latency_ms"]
+    assert got["price_of_safety"] == {"against": None, "p50": None, "p99": None}
+
+
+def test_compare_text_says_why_there_is_no_price(stress_file: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main(["compare", str(stress_file), "--seeds", "1", "--policies", "depth"]) == 0
+    assert "price of safety: not computed (no other policy was compared)" in capsys.readouterr().out
+    assert main(["compare", str(stress_file), "--seeds", "1", "--policies", "shared,depth"]) == 0
+    assert "price of safety: none to pay: every other policy deadlocked at least once" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize(

@@ -260,6 +260,8 @@ def _price_line(result: CompareResult) -> str:
     pos = result.price_of_safety
     if "depth" not in result.runs:
         return "price of safety: not computed (depth was not compared)"
+    if len(result.runs) == 1:
+        return "price of safety: not computed (no other policy was compared)"
     if pos["against"] is None:
         return "price of safety: none to pay: every other policy deadlocked at least once"
     if pos["p99"] is None:
