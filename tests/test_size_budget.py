@@ -136,7 +136,10 @@ def test_budget_text_cites_the_patent(stress_file: Path) -> None:
         (["--budget", "2"], "--budget: must be >= 3"),
         (["--budget", "0"], "--budget: must be >= 3"),
         (["--budget", "70000"], "--budget: must be <= 65536"),
-        (["--budget", "8", "--max-tries", "0"], "--max-tries: must be >= 1"),
+        (["--budget", "8", "--max-tries", "0"], "--max-tries: must be >= 1 and <= 10000"),
+        (["--budget", "8", "--max-tries", "10001"], "--max-tries: must be >= 1 and <= 10000"),
+        (["--budget", "8", "--latency-factor", "2"], "--latency-factor: not used with --budget"),
+        (["--budget", "8", "--workers", "2", "--seeds", "1001"], "--seeds: must be an integer in [1, 1000]"),
         (["--budget", "8", "--seeds", "0"], "--seeds: must be"),
     ],
 )

@@ -89,6 +89,7 @@ __all__ = [
     "BudgetTrial",
     "BudgetResult",
     "size_budget",
+    "check_budget_arguments",
     "add_arguments",
     "run_cli",
 ]
@@ -431,6 +432,8 @@ def size(
 #: ``size --budget T``: the largest T accepted, and the default bound on candidates run.
 BUDGET_MAX = 65536
 BUDGET_MAX_TRIES = 64
+#: The largest ``--max-tries`` accepted.
+MAX_TRIES_LIMIT = 10000
 
 #: Why every candidate of ``size --budget`` is deadlock-free (printed with the search).
 BUDGET_SAFETY = (
@@ -611,6 +614,21 @@ def _budget_line(t: BudgetTrial) -> str:
             f"deadlocks {t.deadlocks}  p50 {p50:>9} ms  p99 {p99:>9} ms  {status}{extra}")
 
 
+def check_budget_arguments(config: Config, budget: Any, seeds: Any, max_tries: Any) -> None:
+    """Refuse bad ``size --budget`` arguments with a :class:`ConfigError` naming
+    the option: ``levels <= budget <= BUDGET_MAX``, ``1 <= seeds <= MAX_SEEDS``,
+    ``1 <= max_tries <= MAX_TRIES_LIMIT``."""
+    levels = config.levels
+    if isinstance(budget, bool) or not isinstance(budget, int) or budget < levels:
+        raise ConfigError(f"--budget: must be >= {levels} (one pool of one TCB per level, [0021]), got {budget!r}")
+    if budget > BUDGET_MAX:
+        raise ConfigError(f"--budget: must be <= {BUDGET_MAX}, got {budget}")
+    if isinstance(seeds, bool) or not isinstance(seeds, int) or not 1 <= seeds <= MAX_SEEDS:
+        raise ConfigError(f"--seeds: must be an integer in [1, {MAX_SEEDS}], got {show(seeds)}")
+    if isinstance(max_tries, bool) or not isinstance(max_tries, int) or not 1 <= max_tries <= MAX_TRIES_LIMIT:
+        raise ConfigError(f"--max-tries: must be >= 1 and <= {MAX_TRIES_LIMIT}, got {max_tries!r}")
+
+
 def size_budget(
     config: Config,
     budget: int,
@@ -631,14 +649,7 @@ def size_budget(
     completed on every seed.
     """
     levels = config.levels
-    if isinstance(budget, bool) or not isinstance(budget, int) or budget < levels:
-        raise ConfigError(f"--budget: must be >= {levels} (one pool of one TCB per level, [0021]), got {budget!r}")
-    if budget > BUDGET_MAX:
-        raise ConfigError(f"--budget: must be <= {BUDGET_MAX}, got {budget}")
-    if isinstance(seeds, bool) or not isinstance(seeds, int) or not 1 <= seeds <= MAX_SEEDS:
-        raise ConfigError(f"--seeds: must be an integer in [1, {MAX_SEEDS}], got {show(seeds)}")
-    if isinstance(max_tries, bool) or not isinstance(max_tries, int) or max_tries < 1:
-        raise ConfigError(f"--max-tries: must be >= 1, got {max_tries!r}")
+    check_budget_arguments(config, budget, seeds, max_tries)
     s = _BudgetSearch(config, budget, seeds, client, allocator, max_tries, log)
     bound = (1,) * levels
     lb = Reservation(tuple((1, 1) for _ in range(levels)), 0)
@@ -746,8 +757,9 @@ def _run_budget(
                            max_tries=args.max_tries, log=log)
 
     # Bad arguments are refused before a Dask cluster starts.
-    if budget < config.levels or budget > BUDGET_MAX or args.max_tries < 1 or args.seeds < 1:
-        search(None)  # raises ConfigError naming the argument
+    check_budget_arguments(config, budget, args.seeds, args.max_tries)
+    if args.latency_factor is not None:
+        raise ConfigError("--latency-factor: not used with --budget (the budget search ranks splits by p99 alone)")
     try:
         if args.scheduler is not None or args.workers > 0:
             from pyresv.tools.sweep import open_client
