@@ -151,7 +151,7 @@ class Simulation:
         self.violations: list[dict[str, Any]] = []
         self.t_last = 0.0
         self.metrics = MetricsRecorder(self.C, self.levels)
-        self._spare: dict[int, Proc] = {}  # pid -> its record, for the fast start to reuse
+        self._spare: list[Proc] = []  # finished records, for the fast start to reuse
         self.auto_destage = config.workload.auto_destage
         self.destage_delay = config.timing.destage_delay_us
         self.faults: FaultInjector | None = (
@@ -396,10 +396,12 @@ class Simulation:
             self.next_pid = pid + 1
         else:
             return None
-        proc = self._spare.pop(pid, None)
-        if proc is None:
+        spare = self._spare
+        if not spare:
             proc = Proc(pid, kind, self.env.now, op, home)
         else:  # a finished fast-started process's record, empty: reused
+            proc = spare.pop()
+            proc.pid = pid
             proc.kind = kind
             proc.start = self.env.now
             proc.op = op
@@ -427,7 +429,9 @@ class Simulation:
             self.pid_waiters.popleft().succeed(pid)
         else:
             self.free_pids.append(pid)
-        self._spare[pid] = proc
+        spare = self._spare
+        if len(spare) < 64:
+            spare.append(proc)
         now = self.env.now
         self.t_last = now
         op = proc.op
@@ -506,7 +510,7 @@ class Simulation:
         fork = self.fork
         after = self.after
         handlers = (flows.host_read, flows.host_write, flows.host_write, flows.host_destage)
-        now_handlers = (flows.read_now, flows.write_now, flows.write_now, flows.destage_now)
+        read_now, write_now, destage_now = flows.read_now, flows.write_now, flows.destage_now
         n = len(times)
         i = 0
         now = 0.0
@@ -528,15 +532,21 @@ class Simulation:
                 vol = volumes[vols[x]]
                 t = tracks[x]
                 self.issued_ops += 1
-                args = (vol, t, k == 2) if k in (1, 2) else (vol, t)
-                if not fast:
-                    Process(env, start(OP_CODES[k], handlers[k], args, 0.0, vol.home, k))
+                proc = new_proc(OP_CODES[k], k, vol.home) if fast else None
+                if proc is not None:
+                    if k == 0:
+                        read_now(proc, vol, t)
+                    elif k == 3:
+                        destage_now(proc, vol, t)
+                    else:
+                        write_now(proc, vol, t, k == 2)
                     continue
-                proc = new_proc(OP_CODES[k], k, vol.home)
-                if proc is None:
-                    start_task(env, start(OP_CODES[k], handlers[k], args, 0.0, vol.home, k))
+                args = (vol, t, k == 2) if k in (1, 2) else (vol, t)
+                flow = start(OP_CODES[k], handlers[k], args, 0.0, vol.home, k)
+                if fast:
+                    start_task(env, flow)
                 else:
-                    now_handlers[k](proc, *args)
+                    Process(env, flow)
             i = j
 
         arrive()
