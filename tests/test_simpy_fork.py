@@ -9,6 +9,7 @@ mirrors fails here rather than silently changing simulation results.
 
 from __future__ import annotations
 
+import ast
 import json
 from pathlib import Path
 from typing import Any, Callable, Generator
@@ -25,6 +26,28 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 Trace = list[tuple[Any, ...]]
 Starter = Callable[[simpy.Environment, Generator[Any, Any, Any]], Any]
+
+
+SIM = Path(__file__).resolve().parent.parent / "pyresv" / "sim"
+
+#: SimPy's private attributes (of Environment, Event, Process) that the fork reads or writes.
+SIMPY_PRIVATE = {
+    "_queue", "_now", "_eid", "_active_proc", "_resume", "_target", "_generator",
+    "_value", "_ok", "_defused", "_delay",
+}
+
+
+def test_only_the_fork_module_reads_simpys_private_state() -> None:
+    found = []
+    for path in sorted(SIM.glob("*.py")):
+        if path.name == "_simpy_private.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Attribute) and node.attr in SIMPY_PRIVATE:
+                found.append(f"{path.name}:{node.lineno} .{node.attr}")
+    assert not found, f"SimPy internals read outside pyresv/sim/_simpy_private.py: {found}"
+    fork = (SIM / "_simpy_private.py").read_text(encoding="utf-8")
+    assert all(f".{attr}" in fork for attr in ("_queue", "_now", "_eid", "_active_proc", "_resume"))
 
 
 # ----------------------------------------------------------- flow level

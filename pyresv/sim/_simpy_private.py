@@ -6,8 +6,10 @@ few of SimPy's own steps cost more than the model's work (profiled, see
 SimPy 4.1's private code, so it breaks when that code changes; the
 ``pyproject`` pins ``simpy>=4.1,<5``, and ``tests/test_simpy_fork.py`` runs the
 same flows under plain SimPy and under this module and compares their event
-traces, so an upgrade that breaks the fork fails there. Nothing else in
-``pyresv`` reads SimPy's private attributes.
+traces, so an upgrade that breaks the fork fails there. No other module of
+``pyresv.sim`` reads SimPy's private attributes (a test checks it); the SimPy
+adapter (:mod:`pyresv.adapters.simpy`) keeps its own, with the SimPy versions
+they were checked against.
 
 What it mirrors:
 
