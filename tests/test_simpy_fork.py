@@ -16,11 +16,13 @@ from typing import Any, Callable, Generator
 
 import pytest
 import simpy
+from hypothesis import HealthCheck, given, settings
 
 from pyresv.sim._simpy_private import Task, Timer, call_after, run_before, start_task
 from pyresv.sim.config import default_config, load, parse
 from pyresv.sim.engine import Simulation
 from pyresv.sim.scenarios import FAULT_SCENARIOS, POLICIES, SCENARIOS, get, get_fault
+from test_pit_property import configs as random_configs  # random small controllers, ops and relationships
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
@@ -311,3 +313,13 @@ def test_the_fork_schedules_fewer_events() -> None:
         per_op.append(next(sim.env._eid) / result.completed_ops)  # SimPy numbers every scheduled event
     plain, fork_ = per_op
     assert fork_ < 0.75 * plain  # the fast start's point: no Initialize, no process end
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(random_configs())
+def test_random_configs_run_the_same_under_the_fork_and_under_plain_simpy(data: dict[str, Any]) -> None:
+    config = parse(data)
+    plain = Simulation(config, trace=True, simpy_fork=False).run()
+    fork = Simulation(config, trace=True).run()
+    assert fork.trace == plain.trace
+    assert json.dumps(fork.summary(), default=str) == json.dumps(plain.summary(), default=str)
