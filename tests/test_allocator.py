@@ -1009,3 +1009,28 @@ def test_reads_during_a_batch_are_refused_or_consistent() -> None:
         assert out[0].tolist() == list(range(M)) + [PENDING] * M
         a.check()
         assert {name: read(a) for name, read in READS.items()} == {k: v[1] for k, v in allowed.items()}
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 5, 7, 8, 9, 33, 1000, 4093, 65536, 65537])
+def test_release_finds_the_pool_of_any_tcb(size: int) -> None:
+    # release() finds a TCB's level and pool without a division or a branch
+    # per level (a multiply and a shift by per-level constants): every TCB of
+    # every pool, across levels of different sizes, goes back to its own pool.
+    depths = [(3, size), (2, 1), (2, size + 1)]
+    a = DepthPoolAllocator(depths, 0, max_processes=8)
+    r = ReferenceAllocator(depths, 0, max_processes=8)
+    for alloc in (a, r):
+        for level, (pools, pool_size) in enumerate(depths, start=1):
+            for pid in range(pools):
+                got = alloc.acquire_many(np.full(pool_size, pid), np.full(pool_size, level))
+                assert (got >= 0).all()
+    held = np.arange(a.total)
+    assert [a.level_of(t) for t in held[:: max(1, size // 3)]] == [r.level_of(t) for t in held[:: max(1, size // 3)]]
+    rng = np.random.default_rng(size)
+    order = rng.permutation(a.total)
+    a.release_many(order)
+    r.release_many(order)
+    a.check()
+    assert a.stats() == r.stats()
+    assert pickle.dumps(a) == pickle.dumps(pickle.loads(pickle.dumps(a)))
+    assert a.__reduce__()[1][2]["pool_free"].tolist() == r.__reduce__()[1][2]["pool_free"].tolist()

@@ -43,7 +43,7 @@ to run (``AllocatorError``, "busy") while a batch of the same allocator
 runs without the GIL on another thread, queries included.
 """
 
-from libc.stdint cimport int32_t, int64_t
+from libc.stdint cimport int32_t, int64_t, uint64_t
 
 ctypedef int32_t tcb_t        # a TCB id 0 .. total-1 (negative: a code below)
 ctypedef int32_t proc_t       # a process id 0 .. max_processes-1, or DPA_NIL
@@ -77,6 +77,8 @@ cdef struct level_info_t:     # one depth level (FIG 3A-3C); index 1..levels, [0
     tcb_t   base              # id of the level's first TCB
     tcb_t   end               # one past the level's last TCB
     pool_t  nfree_pools       # height of the free-pool stack free_pools[first_pool:]
+    uint64_t size_magic       # x // size == (x * size_magic) >> size_shift (no division)
+    int32_t size_shift        # 32 + ceil(log2(size))
 
 
 cdef struct waiter_t:         # one pending request in a wait-queue slot

@@ -13,7 +13,7 @@ from cpython.long cimport PyLong_AsLongLongAndOverflow, PyLong_CheckExact
 from cpython.buffer cimport PyBUF_C_CONTIGUOUS, PyBUF_FORMAT, PyBuffer_Release, PyObject_CheckBuffer, PyObject_GetBuffer
 from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_RawFree, PyMem_RawMalloc, PyMem_RawRealloc, PyMem_Realloc
 from cpython.number cimport PyIndex_Check, PyNumber_Index
-from libc.stdint cimport INT32_MAX, INT64_MAX, INT64_MIN, int32_t, int64_t, uint8_t
+from libc.stdint cimport INT32_MAX, INT64_MAX, INT64_MIN, int32_t, int64_t, uint8_t, uint64_t
 from libc.stdlib cimport qsort
 from libc.string cimport memcpy, memmove, memset
 
@@ -312,18 +312,37 @@ cdef int dpa_take_grant_ticket(dpa_t* d, proc_t* pid, tcb_t* tcb, seq_t* ticket)
 # ============================================================== allocator
 
 cdef inline pool_t _locate(dpa_t* d, tcb_t tcb, int32_t* level, tcb_t* base) noexcept nogil:
-    """Pool of a reserved TCB id; sets its level and the pool's first TCB id. O(levels)."""
-    cdef int32_t l
+    """Pool of a reserved TCB id; sets its level and the pool's first TCB id. O(levels).
+
+    Branch-free: the level is 1 + the number of levels that end at or before
+    ``tcb`` (a loop whose branch depends on the level mispredicts on a random
+    pattern), and ``(tcb - base) // size`` is a multiply and a shift (exact
+    for 32-bit operands; a division costs more than the rest of a release).
+    """
+    cdef int32_t l, lv = 1
     cdef level_info_t* L
     cdef pool_t k
-    for l in range(1, d.levels + 1):
-        L = &d.level[l]
-        if tcb < L.end:
-            k = (tcb - L.base) // L.size
-            level[0] = l
-            base[0] = L.base + k * L.size
-            return L.first_pool + k
-    return DPA_NIL
+    for l in range(1, d.levels):
+        lv += tcb >= d.level[l].end
+    L = &d.level[lv]
+    k = <pool_t>((<uint64_t>(tcb - L.base) * L.size_magic) >> L.size_shift)
+    level[0] = lv
+    base[0] = L.base + k * L.size
+    return L.first_pool + k
+
+
+cdef void _set_magic(level_info_t* L) noexcept nogil:
+    """size_magic and size_shift such that x // size == (x * magic) >> shift for x < 2**32.
+
+    shift = 32 + ceil(log2(size)) and magic = 2**shift // size + 1: the
+    error magic * size - 2**shift is below size, so times x < 2**32 it stays
+    below 2**shift, and x * magic < 2**31 * 2**33 fits 64 bits.
+    """
+    cdef int32_t b = 0
+    while (<int64_t>1 << b) < L.size:
+        b += 1
+    L.size_shift = 32 + b
+    L.size_magic = ((<uint64_t>1) << L.size_shift) // <uint64_t>L.size + 1
 
 
 cdef inline tcb_t _pool_base(dpa_t* d, pool_t p, int32_t level) noexcept nogil:
@@ -441,10 +460,11 @@ cdef inline void _dpa_release(dpa_t* d, tcb_t tcb) noexcept nogil:
         return
     p = _locate(d, tcb, &level, &base)
     # The owner's own waiters at this level come first: the pool is theirs.
-    s = d.q.by_pid_level[_pl(d.levels, owner, level)].head
-    if s != DPA_NIL:
-        _grant(d, s, tcb)
-        return
+    if d.q.level_count[level] != 0:
+        s = d.q.by_pid_level[_pl(d.levels, owner, level)].head
+        if s != DPA_NIL:
+            _grant(d, s, tcb)
+            return
     # FIG 6A block 602: back to its pool.
     d.pool_stack[base + d.pool_nfree[p]] = tcb
     d.pool_nfree[p] += 1
@@ -776,12 +796,42 @@ cdef int32_t dpa_pending(dpa_t* d, proc_t pid) noexcept nogil:
 
 # ========================================================= Python helpers
 
+cdef extern from *:
+    """
+    /* A one-digit int (|v| < 2**30, every id in practice) read in place:
+       1 and *out set, else 0 (then take the general path). */
+    static inline int pyresv_small_int(PyObject* o, long long* out) {
+    #if PY_VERSION_HEX >= 0x030C0000
+        if (PyUnstable_Long_IsCompact((PyLongObject*)o)) {
+            *out = (long long)PyUnstable_Long_CompactValue((PyLongObject*)o);
+            return 1;
+        }
+        return 0;
+    #else
+        Py_ssize_t size = Py_SIZE(o);
+        if (size == 0) { *out = 0; return 1; }
+        if (size == 1) { *out = (long long)((PyLongObject*)o)->ob_digit[0]; return 1; }
+        if (size == -1) { *out = -(long long)((PyLongObject*)o)->ob_digit[0]; return 1; }
+        return 0;
+    #endif
+    }
+    """
+    int pyresv_small_int(object o, long long* out)
+
+
 cdef inline int _int_arg(object o, long long* out) except -1:
     """Read an int argument: 0 (``*out`` set), 1 (an int beyond long long) or 2 (not an int).
 
     The one rule of ``pyresv._validate.as_index``: what ``operator.index``
-    accepts, but bools.
+    accepts, but bools. Small ints are read in place (no call, no reference
+    taken); everything else goes to :func:`_int_arg_slow`.
     """
+    if PyLong_CheckExact(o) and pyresv_small_int(o, out):
+        return 0
+    return _int_arg_slow(o, out)
+
+
+cdef int _int_arg_slow(object o, long long* out) except -1:
     cdef int overflow = 0
     if not PyLong_CheckExact(o):
         if isinstance(o, (bool, np.bool_)) or not PyIndex_Check(o):
@@ -1030,6 +1080,7 @@ cdef class DepthPoolAllocator:
             L.base = base
             L.end = base + L.pools * L.size
             L.nfree_pools = L.pools
+            _set_magic(L)
             for i in range(L.pools):
                 # Stacks pop from the top: lowest pool id and lowest TCB id first.
                 d.free_pools[first + i] = first + L.pools - 1 - i
