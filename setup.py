@@ -35,6 +35,15 @@ extensions = [
         define_macros=define_macros,
         undef_macros=undef_macros,
     ),
+    # The benchmarks' baselines (private): the core's C functions in nogil
+    # loops and the two-call floor.
+    Extension(
+        "pyresv._core._baselines",
+        ["csrc/pyresv/_core/_baselines.pyx"],
+        extra_compile_args=extra_compile_args,
+        define_macros=define_macros,
+        undef_macros=undef_macros,
+    ),
 ]
 
 

@@ -1,4 +1,11 @@
-"""The allocator layer: the Cython core against the pure-Python reference.
+"""The allocator layer: the Cython core against its limits and the pure-Python allocators.
+
+``Baselines`` reports every headline as a ratio to an honest baseline timed
+in the same process, interleaved, in thread CPU time: the core's own C
+functions in a nogil loop (the limit of any wrapper), two trivial Cython
+method calls (the call floor) and a compact pure-Python allocator (what a
+Python user could write); the clarity-first reference is the oracle, not the
+yardstick.
 
 Every speed claim of the README is a ratio of two numbers taken in one run of
 this suite: ``time_*`` benchmarks are parametrized over the implementation, and
@@ -15,7 +22,7 @@ import numpy as np
 import pyresv
 import pyresv.reference
 
-from .common import IMPLEMENTATIONS, best_time, fig3_depths
+from .common import IMPLEMENTATIONS, CompactAllocator, best_time, cpu_medians, fig3_depths
 
 PAIRS = 2000  # acquire+release pairs per timed call: keeps each sample >= 100 us
 
@@ -241,3 +248,151 @@ class Speedup:
     track_speedup_batch.unit = "x"
     track_ns_per_pair_core.unit = "ns"
     track_ns_per_pair_batch.unit = "ns"
+
+
+# ------------------------------------------------------------------ limits
+
+N_PER_CALL = 4096  # pairs per sample of the per-call loops (each sample >= 100 us)
+
+
+def _random_pairs(n: int, seed: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """Random pids in [0, 1000) and levels 1..3 (int32): the per-call pattern."""
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, 1000, n).astype(np.int32), rng.integers(1, 4, n).astype(np.int32)
+
+
+def _batch_pattern(n: int, seed: int = 2) -> tuple[np.ndarray, np.ndarray]:
+    """n requests in a random order, each pid asking 9 times at one level: all served from pools."""
+    k = np.arange(n) // 9
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(n)
+    return (k[order]).astype(np.int32), (1 + k[order] % 3).astype(np.int32)
+
+
+def _per_call(alloc, pairs: list[tuple[int, int]]) -> None:
+    acquire = alloc.acquire
+    release = alloc.release
+    for pid, level in pairs:
+        release(acquire(pid, level))
+
+
+class _Paths:
+    """The paths ``Baselines`` times, built once."""
+
+    def __init__(self) -> None:
+        from pyresv._core import _baselines
+
+        self.base = _baselines
+        depths = fig3_depths(3, 4)
+        self.core = pyresv.DepthPoolAllocator(depths, 32)
+        self.ref = pyresv.reference.DepthPoolAllocator(depths, 32)
+        self.compact = CompactAllocator(depths, 32)
+        self.floor = _baselines.Floor()
+        p, lv = _random_pairs(N_PER_CALL)
+        self.pairs = list(zip(p.tolist(), lv.tolist()))
+        self.p32, self.l32 = p, lv
+        self.batches = {}
+        for n in (64, 4096):
+            bp, bl = _batch_pattern(n)
+            alloc = pyresv.DepthPoolAllocator(fig3_depths(3, n // 27 + 2), 0, max_waiters=n)
+            limit = pyresv.DepthPoolAllocator(fig3_depths(3, n // 27 + 2), 0, max_waiters=n)
+            self.batches[n] = (alloc, limit, bp, bl, np.empty(n, np.int32), N_PER_CALL // n)
+
+    def batch(self, n: int) -> None:
+        alloc, _, bp, bl, _, repeat = self.batches[n]
+        acquire_many, release_many = alloc.acquire_many, alloc.release_many
+        for _ in range(repeat):
+            release_many(acquire_many(bp, bl))
+
+    def limit(self, n: int) -> None:
+        _, limit, bp, bl, out, repeat = self.batches[n]
+        batch_nogil = self.base.batch_nogil
+        for _ in range(repeat):
+            batch_nogil(limit, bp, bl, out)
+
+    def measure(self, rounds: int = 9) -> dict[str, float]:
+        """Seconds per pair of each path: medians of interleaved rounds, thread CPU time.
+
+        Every sample is 4,096 pairs (the batches: 64 calls of 64, or one of 4,096).
+        """
+        fns = {
+            "core": lambda: _per_call(self.core, self.pairs),
+            "floor": lambda: _per_call(self.floor, self.pairs),
+            "compact": lambda: _per_call(self.compact, self.pairs),
+            "reference": lambda: _per_call(self.ref, self.pairs),
+            "c_pairs": lambda: self.base.pairs_nogil(self.core, self.p32, self.l32),
+            "batch64": lambda: self.batch(64),
+            "batch4096": lambda: self.batch(4096),
+            "limit64": lambda: self.limit(64),
+            "limit4096": lambda: self.limit(4096),
+        }
+        return {name: t / N_PER_CALL for name, t in cpu_medians(fns, rounds).items()}
+
+
+class Baselines:
+    """The core's headlines as ratios to its limits (issue 15's goals in brackets).
+
+    One interleaved measurement (``setup_cache``), every figure a ratio of two
+    of its medians:
+
+    * ``track_per_call_over_floor``: acquire+release per call, random pids and
+      levels, over two trivial Cython method calls with the same signatures
+      (<= 1.3).
+    * ``track_batch64_over_per_call``: ``acquire_many`` + ``release_many`` of 64
+      requests, per pair, over the per-call pair (<= 0.5).
+    * ``track_batch4096_over_c_limit``: the same at 4,096 requests over
+      ``dpa_acquire_many`` + ``dpa_release_many`` called from C (<= 1.5).
+    * ``track_per_call_over_compact_python`` and
+      ``track_reference_over_compact_python``: the core's and the reference's
+      per-call pair over a compact pure-Python allocator's.
+    * ``track_*_ns``: the absolute figures behind them (per pair).
+    """
+
+    timeout = 300
+
+    def setup_cache(self) -> dict[str, float]:
+        return _Paths().measure()
+
+    def track_per_call_over_floor(self, m: dict[str, float]) -> float:
+        return m["core"] / m["floor"]
+
+    def track_per_call_over_c_limit(self, m: dict[str, float]) -> float:
+        return m["core"] / m["c_pairs"]
+
+    def track_batch64_over_per_call(self, m: dict[str, float]) -> float:
+        return m["batch64"] / m["core"]
+
+    def track_batch64_over_c_limit(self, m: dict[str, float]) -> float:
+        return m["batch64"] / m["limit64"]
+
+    def track_batch4096_over_c_limit(self, m: dict[str, float]) -> float:
+        return m["batch4096"] / m["limit4096"]
+
+    def track_per_call_over_compact_python(self, m: dict[str, float]) -> float:
+        return m["core"] / m["compact"]
+
+    def track_reference_over_compact_python(self, m: dict[str, float]) -> float:
+        return m["reference"] / m["compact"]
+
+    def track_per_call_ns(self, m: dict[str, float]) -> float:
+        return m["core"] * 1e9
+
+    def track_floor_ns(self, m: dict[str, float]) -> float:
+        return m["floor"] * 1e9
+
+    def track_c_limit_pair_ns(self, m: dict[str, float]) -> float:
+        return m["c_pairs"] * 1e9
+
+    def track_batch4096_ns(self, m: dict[str, float]) -> float:
+        return m["batch4096"] * 1e9
+
+    def track_c_limit_batch4096_ns(self, m: dict[str, float]) -> float:
+        return m["limit4096"] * 1e9
+
+    def track_compact_python_ns(self, m: dict[str, float]) -> float:
+        return m["compact"] * 1e9
+
+
+for _name in dir(Baselines):
+    if _name.startswith("track_"):
+        getattr(Baselines, _name).unit = "ns" if _name.endswith("_ns") else "x"
