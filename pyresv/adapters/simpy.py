@@ -61,16 +61,18 @@ __all__ = [
     "DepthRelease",
     "DepthRequest",
     "DepthResource",
+    "LiveList",
     "Monitor",
     "Preempted",
     "Sample",
     "TESTED_SIMPY",
+    "TicketAllocator",
     "WaitFor",
     "find_deadlock",
 ]
 
 #: SimPy versions whose internals this module was checked against.
-TESTED_SIMPY = ("4.1.1", "4.1.2")
+TESTED_SIMPY = ("4.1.2",)
 
 _names = itertools.count()
 _new = object.__new__
