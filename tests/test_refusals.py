@@ -446,3 +446,16 @@ def test_check_stops_at_its_state_cap_with_exit_3_and_a_message(capsys: pytest.C
     assert json.loads(captured.out)["complete"] is False
     lines = captured.err.strip().splitlines()
     assert len(lines) == 1 and "state cap" in lines[0] and "5,000" in lines[0]
+
+
+@pytest.mark.parametrize("row,expect", [
+    ("1,1,depth,maybe,1.0,\n", "deadlocked"),
+    ("1,1,depth,false,nan,\n", "throughput_ops_per_s"),
+    ("1,1,depth,false,-1e400,\n", "throughput_ops_per_s"),
+    ("1,1,de\x00pth,false,1.0,\n", "control character"),
+])
+def test_report_refuses_cells_a_sweep_never_writes(
+    row: str, expect: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = _write(tmp_path, "s.csv", HEADER + "1,1,depth,false,2.0,\n" + row)
+    _refused(capsys, ["report", path, "--out", str(tmp_path / "r")], path, "line 3", expect)

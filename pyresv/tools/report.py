@@ -24,6 +24,7 @@ import csv
 import io
 import json
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence, cast
@@ -55,18 +56,36 @@ def read_sweep(path: str | Path) -> tuple[list[str], list[dict[str, str]]]:
     rows: list[dict[str, str]] = []
     try:
         columns = next(reader, [])
+        missing = [c for c in ("seed", "policy", "deadlocked", "throughput_ops_per_s", "error") if c not in columns]
+        if missing:
+            raise ConfigError(f"{p}: not a sweep CSV (missing columns: {', '.join(missing)})")
         for cells in reader:
             if len(cells) != len(columns):
                 raise ConfigError(
                     f"{p}: line {reader.line_num}: {len(cells)} cells, the header has {len(columns)}"
                 )
-            rows.append(dict(zip(columns, cells)))
+            row = dict(zip(columns, cells))
+            _check_row(f"{p}: line {reader.line_num}", row)
+            rows.append(row)
     except csv.Error as exc:
         raise ConfigError(f"{p}: line {reader.line_num}: {exc}") from None
-    missing = [c for c in ("seed", "policy", "deadlocked", "throughput_ops_per_s", "error") if c not in columns]
-    if missing:
-        raise ConfigError(f"{p}: not a sweep CSV (missing columns: {', '.join(missing)})")
     return columns, rows
+
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+def _check_row(where: str, row: dict[str, str]) -> None:
+    # The cells the report reads are what a sweep writes, or the row is refused.
+    if row["deadlocked"] not in ("true", "false", ""):
+        raise ConfigError(f"{where}: deadlocked must be true or false, got {row['deadlocked'][:40]!r}")
+    tp = row["throughput_ops_per_s"]
+    value = _number(tp) if tp else 0.0
+    if value is None or value < 0:
+        raise ConfigError(f"{where}: throughput_ops_per_s must be a finite number >= 0, got {tp[:40]!r}")
+    for column, cell in row.items():
+        if _CONTROL.search(cell):
+            raise ConfigError(f"{where}: a control character in column {column[:40]!r}")
 
 
 def _number(text: str) -> float | None:
@@ -203,7 +222,7 @@ def plot_report(groups: Sequence[Group], x: str, numeric: bool, *, title: str = 
         ax_tp.set_xlim(-0.5, len(xs) - 0.5)
     for ax in (ax_dead, ax_tp):
         ax.grid(alpha=0.3)
-        if policies:
+        if ax.get_legend_handles_labels()[0]:  # no lines (every run failed): no legend
             ax.legend(title="policy", fontsize="small")
     fig.suptitle(title or "Deadlock rate and throughput against reserve size")
     return fig
