@@ -18,13 +18,13 @@ level-1 pools of one TCB; ``depth-reference`` the pure-Python allocator;
 ``DepthPriorityResource`` with ``request(priority=pid % 3)``.
 
 ``time_*`` benchmarks are parametrized over the variant; ``track_*`` ones
-time the variants round-robin inside one process (thread CPU time, median of
-``ROUNDS_RATIO`` rounds) and report ratios of per-pair costs.
+time the variants round-robin inside one process (thread CPU time, best of
+``ROUNDS_RATIO`` rounds: the round least disturbed by other work on the
+machine) and report ratios of per-pair costs.
 """
 
 from __future__ import annotations
 
-import statistics
 import time
 
 import simpy
@@ -37,7 +37,7 @@ PROCS = 16  # processes contending
 UNITS = 4  # resource units
 ROUNDS = 50  # request/release pairs per process per run
 PAIRS = PROCS * ROUNDS
-ROUNDS_RATIO = 9  # rounds of the round-robin timing behind each ratio
+ROUNDS_RATIO = 15  # rounds of the round-robin timing behind each ratio
 
 VARIANTS = [
     "none", "simpy", "depth", "depth-levels", "depth-explicit", "depth-pools", "depth-reference",
@@ -113,14 +113,14 @@ def pair_costs(variants: list[str], rounds: int = ROUNDS_RATIO) -> dict[str, flo
     """Seconds per request/release pair of each variant, the model's own cost taken out.
 
     Variants are timed round-robin, so that machine noise hits all of them
-    alike; each variant's cost is the median over ``rounds``.
+    alike; each variant's cost is its best (least disturbed) of ``rounds``.
     """
     times: dict[str, list[float]] = {v: [] for v in ["none", *variants]}
     for _ in range(rounds):
         for v in times:
             times[v].append(run_model(v))
-    none = statistics.median(times["none"])
-    return {v: (statistics.median(times[v]) - none) / PAIRS for v in variants}
+    none = min(times["none"])
+    return {v: (min(times[v]) - none) / PAIRS for v in variants}
 
 
 class ResourceContention:
