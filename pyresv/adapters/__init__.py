@@ -120,31 +120,22 @@ class WaitBook:
     through it, each with its pid, level and waiter.
     """
 
-    __slots__ = ("_alloc", "_by_ticket", "_ticket_of", "_by_pid")
+    __slots__ = ("_alloc", "_by_ticket")
 
     def __init__(self, allocator: Allocator) -> None:
         self._alloc = allocator
-        #: ``ticket -> (pid, level, waiter)``, in arrival order.
+        #: ``ticket -> (pid, level, waiter)``, in arrival order (tickets increase).
         self._by_ticket: dict[int, tuple[int, int, Any]] = {}
-        #: ``id(waiter) -> ticket`` (the waiter itself is kept alive by ``_by_ticket``).
-        self._ticket_of: dict[int, int] = {}
-        #: ``pid -> {ticket, ...}``.
-        self._by_pid: dict[int, set[int]] = {}
 
     def add(self, pid: int, level: int, waiter: Any) -> int:
         """Record that ``pid``'s request at ``level``, just queued, is pending for ``waiter``.
 
         Call it right after the ``acquire`` that returned ``PENDING`` (the
-        request's ticket is the allocator's ``last_ticket``); returns the ticket.
+        request's ticket is the allocator's ``last_ticket``). Returns the
+        ticket: the waiter's name for :meth:`contains` and :meth:`withdraw`.
         """
         ticket = self._alloc.last_ticket
         self._by_ticket[ticket] = (pid, level, waiter)
-        self._ticket_of[id(waiter)] = ticket
-        tickets = self._by_pid.get(pid)
-        if tickets is None:
-            self._by_pid[pid] = {ticket}
-        else:
-            tickets.add(ticket)
         return ticket
 
     def pop(self, ticket: int) -> tuple[int, Any]:
@@ -154,43 +145,44 @@ class WaitBook:
         (the allocator was used behind the adapter's back).
         """
         try:
-            pid, level, waiter = self._by_ticket.pop(ticket)
+            _pid, level, waiter = self._by_ticket.pop(ticket)
         except KeyError:
             raise KeyError(f"grant to ticket {ticket}, a request not made through this book") from None
-        del self._ticket_of[id(waiter)]
-        tickets = self._by_pid[pid]
-        tickets.discard(ticket)
-        if not tickets:
-            del self._by_pid[pid]
         return level, waiter
 
-    def contains(self, pid: int, waiter: Any) -> bool:
-        """Whether ``waiter`` still has a pending request of ``pid`` in the book."""
-        ticket = self._ticket_of.get(id(waiter))
-        return ticket is not None and self._by_ticket[ticket][0] == pid and self._by_ticket[ticket][2] is waiter
+    def contains(self, ticket: int) -> bool:
+        """Whether the request with this ticket still pends in the book."""
+        return ticket in self._by_ticket
 
-    def withdraw(self, pid: int, waiter: Any) -> None:
-        """Cancel ``waiter``'s pending request; the pid's other requests keep their place.
+    def withdraw(self, ticket: int) -> None:
+        """Cancel the pending request with this ticket; the pid's other requests keep their place.
 
-        Raises ``KeyError`` when the waiter has no pending request of ``pid``.
+        Raises ``KeyError`` when it is not in the book.
         """
-        if not self.contains(pid, waiter):
-            raise KeyError(f"pid {pid} has no pending request for {waiter!r}")
-        ticket = self._ticket_of[id(waiter)]
+        if ticket not in self._by_ticket:
+            raise KeyError(f"ticket {ticket} has no pending request in this book")
         if not self._alloc.cancel_request(ticket):
-            raise RuntimeError(f"pid {pid}: ticket {ticket} is in the book but not pending in the allocator")
-        self.pop(ticket)
+            raise RuntimeError(f"ticket {ticket} is in the book but not pending in the allocator")
+        del self._by_ticket[ticket]
 
     def drop_pid(self, pid: int) -> list[tuple[int, Any]]:
         """Cancel every pending request of ``pid``; return their ``(level, waiter)``, oldest first."""
-        tickets = sorted(self._by_pid.get(pid, ()))
+        tickets = [t for t, (p, _lvl, _w) in self._by_ticket.items() if p == pid]
         if tickets:
             self._alloc.cancel(pid)
         return [self.pop(t) for t in tickets]
 
+    def drop_all(self) -> list[tuple[int, Any]]:
+        """Cancel every pending request in the book; return their ``(level, waiter)``, oldest first."""
+        entries = list(self._by_ticket.values())
+        for pid in dict.fromkeys(p for p, _lvl, _w in entries):
+            self._alloc.cancel(pid)
+        self._by_ticket.clear()
+        return [(level, waiter) for _p, level, waiter in entries]
+
     def pids(self) -> list[int]:
-        """The pids with pending requests."""
-        return list(self._by_pid)
+        """The pids with pending requests, each once."""
+        return list(dict.fromkeys(p for p, _lvl, _w in self._by_ticket.values()))
 
     def entries(self) -> Iterator[tuple[int, int, Any]]:
         """``(pid, level, waiter)`` of every pending request, oldest first."""

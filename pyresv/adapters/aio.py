@@ -276,7 +276,7 @@ class DepthLimiter:
         if tcb >= 0:
             return tcb
         fut: asyncio.Future[int] | _EventWaiter = loop.create_future() if loop is not None else _EventWaiter()
-        self._book.add(tree.pid, level, fut)
+        ticket = self._book.add(tree.pid, level, fut)
         try:
             if isinstance(fut, _EventWaiter):
                 await fut.event.wait()
@@ -288,8 +288,8 @@ class DepthLimiter:
             if granted >= 0:
                 self._release(tree, granted)  # granted just before: give it back
             else:
-                if self._book.contains(tree.pid, fut):
-                    self._book.withdraw(tree.pid, fut)  # the tree's other waits keep their place
+                if self._book.contains(ticket):
+                    self._book.withdraw(ticket)  # the tree's other waits keep their place
                 # else: a grant found the future cancelled and passed the TCB on
                 tree.active -= 1
                 self._maybe_recycle(tree)

@@ -289,10 +289,7 @@ class _Core:
     def cancel_pending(self) -> list[_Item]:
         """Withdraw every queued item (``shutdown(cancel_futures=True)``)."""
         with self.lock:
-            items = []
-            for pid in self.book.pids():
-                for _level, item in self.book.drop_pid(pid):
-                    items.append(item)
+            items = [item for _level, item in self.book.drop_all()]
             for item in items:
                 self._task_done(item.tree)
         return items
