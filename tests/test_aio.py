@@ -304,6 +304,10 @@ def test_anyio_levels_and_the_capacity_limiter_api(backend, allocator_cls):
             seen.append(("released", lim.borrowed_tokens))
         with pytest.raises(RuntimeError, match="holds no slot of this limiter"):
             lim.release()
+        async with lim.slot():
+            with pytest.raises(RuntimeError, match=r"entered with slot\(\): leave its block instead"):
+                lim.release()
+            assert lim.borrowed_tokens == 1  # still held, by the block
 
     anyio.run(main, backend=backend)
     assert seen == [

@@ -112,10 +112,11 @@ class Slot:
     the block returns the TCB; a cancelled wait leaves nothing behind.
     """
 
-    __slots__ = ("_limiter", "_tcb", "_token", "_tree", "level")
+    __slots__ = ("_limiter", "_tcb", "_token", "_tree", "level", "_acquired")
 
-    def __init__(self, limiter: DepthLimiter) -> None:
+    def __init__(self, limiter: DepthLimiter, acquired: bool = False) -> None:
         self._limiter = limiter
+        self._acquired = acquired  # entered by limiter.acquire(): limiter.release() may leave it
         self._tcb: int | None = None
         self._token: contextvars.Token | None = None
         self._tree: _Tree | None = None
@@ -226,7 +227,7 @@ class DepthLimiter:
 
     async def acquire(self) -> None:
         """Hold a slot one level below the caller's until :meth:`release` in the same task."""
-        await Slot(self).__aenter__()
+        await Slot(self, acquired=True).__aenter__()
 
     def release(self) -> None:
         """Give back the slot the current task took last with :meth:`acquire` (or ``async with``).
@@ -237,6 +238,8 @@ class DepthLimiter:
         held = _current.get()
         if held is None or held.limiter is not self:
             raise RuntimeError("this task holds no slot of this limiter to release")
+        if not held.slot._acquired:
+            raise RuntimeError("the innermost slot of this task was entered with slot(): leave its block instead")
         held.slot._exit()
 
     @property
