@@ -459,3 +459,14 @@ def test_report_refuses_cells_a_sweep_never_writes(
 ) -> None:
     path = _write(tmp_path, "s.csv", HEADER + "1,1,depth,false,2.0,\n" + row)
     _refused(capsys, ["report", path, "--out", str(tmp_path / "r")], path, "line 3", expect)
+
+
+def test_a_named_pipe_without_a_writer_does_not_block(tmp_path: Path) -> None:
+    # open() of a FIFO blocks until a writer comes; the reader opens it
+    # non-blocking, so nobody writing reads as an empty file (the defaults).
+    fifo = tmp_path / "config.fifo"
+    os.mkfifo(fifo)
+    proc = subprocess.run([sys.executable, "-m", "pyresv", "simulate", str(fifo), "--print-config"],
+                          capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == config_mod.to_toml(config_mod.loads(""))

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import reprlib
 import tomllib
 from dataclasses import dataclass, field
@@ -134,7 +135,11 @@ def read_input(path: str | Path) -> str:
     """
     p = Path(path)
     try:
-        with p.open("rb") as fh:
+        # Non-blocking open: a named pipe nobody writes to reads as empty instead
+        # of blocking forever in open(); reads then block as usual (a writer's data).
+        fd = os.open(p, os.O_RDONLY | os.O_NONBLOCK)
+        os.set_blocking(fd, True)
+        with open(fd, "rb") as fh:
             data = fh.read(MAX_INPUT_BYTES + 1)
     except OSError as exc:
         raise ConfigError(f"{p}: cannot read: {exc.strerror or exc}") from None
