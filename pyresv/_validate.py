@@ -137,11 +137,23 @@ def validate_shape(
     return levels, unreserved, max_processes, max_waiters
 
 
+def _private(x: Any) -> np.ndarray:
+    """``x`` as an array of our own: the one read of caller memory (DESIGN §4).
+
+    ``np.asarray`` would hand back the caller's array itself, which another
+    thread may write while a batch validates and applies it.
+    """
+    return np.array(x, copy=True)
+
+
 def batch_arrays(pids: Any, depths: Any, remote: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The arguments of ``acquire_many`` as 1-d arrays of one length (ValueError otherwise)."""
-    p = np.asarray(pids)
-    d = np.asarray(depths)
-    r = np.zeros(p.shape, dtype=bool) if remote is None else np.asarray(remote)
+    """The arguments of ``acquire_many`` as 1-d arrays of one length (ValueError otherwise).
+
+    Private copies: the caller's arrays are read here, once, and never again.
+    """
+    p = _private(pids)
+    d = _private(depths)
+    r = np.zeros(p.shape, dtype=bool) if remote is None else _private(remote)
     if p.ndim != 1 or d.shape != p.shape or r.shape != p.shape:
         raise ValueError(
             f"pids, depths and remote must be 1-d of one length, got shapes "
@@ -184,9 +196,9 @@ def tcb_array(tcbs: Any) -> tuple[np.ndarray, np.ndarray]:
     """The argument of ``release_many``: (the 1-d array, it as int64); like :func:`int_array`.
 
     ValueError unless 1-d; :class:`~pyresv.AllocatorError` naming the first
-    item that is no integer.
+    item that is no integer. The array is a private copy (read once).
     """
-    t = np.asarray(tcbs)
+    t = _private(tcbs)
     if t.ndim != 1:
         raise ValueError(f"tcbs must be 1-d, got shape {t.shape}")
     if t.size == 0:

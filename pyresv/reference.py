@@ -29,7 +29,7 @@ from __future__ import annotations
 import operator
 from bisect import bisect_right
 from collections import deque
-from typing import Any, Iterable, Literal, Sequence, overload
+from typing import Any, Callable, Iterable, Literal, Sequence, overload
 
 import numpy as np
 
@@ -47,6 +47,19 @@ from pyresv._validate import (
 from pyresv.errors import PENDING, AllocatorError, QueueFull
 
 __all__ = ["DepthPoolAllocator", "PENDING", "AllocatorError", "QueueFull"]
+
+# A test hook (tests/test_batch_read_once.py), the twin of the core's: called
+# right after a batch call has read the caller's arrays (into its private
+# copy), before it applies anything; the test writes to those arrays there, as
+# a racing thread would. Never set in production.
+_batch_read_hook: Callable[[], None] | None = None
+
+
+def _set_batch_read_hook(hook: Callable[[], None] | None) -> None:
+    """Install ``hook()`` (or None): run by every batch call after it read the caller's arrays."""
+    global _batch_read_hook
+    _batch_read_hook = hook
+
 
 class _Request:
     """One pending request: ``pid`` asked for one TCB at ``level``."""
@@ -561,6 +574,16 @@ class DepthPoolAllocator:
     # ----------------------------------------------------------------- check
     def check(self) -> None:
         """Verify every invariant; raise :class:`~pyresv.AllocatorError` naming the first that fails."""
+        # Every TCB is free (-1) or held by a pid, and pids are in [0, max_processes).
+        for t, pid in enumerate(self._holder):
+            if not -1 <= pid < self._max_processes:
+                raise AllocatorError(f"TCB {t} held by pid {pid}, out of range [0, {self._max_processes})")
+        for level in range(1, self._levels + 1):
+            for r in self._by_level[level]:
+                if r.alive and not 0 <= r.pid < self._max_processes:
+                    raise AllocatorError(
+                        f"pid {r.pid} waits at level {level}, out of range [0, {self._max_processes})"
+                    )
         held_by_pool: dict[int, set[int]] = {}
         for p in range(len(self._pool_level)):
             base, size = self._pool_base[p], self._pool_size[p]
@@ -641,21 +664,27 @@ class DepthPoolAllocator:
         queue fills up, :class:`~pyresv.QueueFull` names the request that
         found it full, after the requests before it were undone.
         """
+        # Read once (DESIGN §4): batch_arrays copies the caller's arrays; each
+        # request is validated and built from that copy in one pass, so a
+        # write to the caller's arrays meanwhile changes nothing done here.
         p, d, r = batch_arrays(pids, depths, remote)
-        pv = int_array("pids", p)
-        dv = int_array("depths", d)
-        rv = np.ascontiguousarray(r, dtype=bool)
-        for i in range(len(pv)):
-            if not 0 <= pv[i] < self._max_processes:
+        pv = int_array("pids", p).tolist()
+        dv = int_array("depths", d).tolist()
+        rv = np.asarray(r, dtype=bool).tolist()
+        requests: list[tuple[int, int]] = []
+        for i, (pid, depth, rem) in enumerate(zip(pv, dv, rv)):
+            if not 0 <= pid < self._max_processes:
                 raise ValueError(f"pid {p[i]} out of range [0, {self._max_processes})")
-            if not 1 <= dv[i] <= self._levels:
+            if not 1 <= depth <= self._levels:
                 raise ValueError(f"depth {d[i]} out of range [1, {self._levels}]")
-            if rv[i] and dv[i] == self._levels:
+            if rem and depth == self._levels:
                 raise ValueError(
                     f"remote call at depth {d[i]} needs level {int(d[i]) + 1}, "
                     f"but there are only {self._levels} levels"
                 )
-        requests = [(int(pid), int(depth) + int(rem)) for pid, depth, rem in zip(pv, dv, rv)]
+            requests.append((pid, depth + 1 if rem else depth))
+        if _batch_read_hook is not None:
+            _batch_read_hook()
         out = np.empty(len(requests), dtype=np.int32)
         for i, (pid, level) in enumerate(requests):
             try:
@@ -719,7 +748,9 @@ class DepthPoolAllocator:
         All must be held and distinct, else :class:`~pyresv.AllocatorError`
         and nothing is released.
         """
-        t, _ = tcb_array(tcbs)
+        t, _ = tcb_array(tcbs)  # a private copy (read once, DESIGN §4)
+        if _batch_read_hook is not None:
+            _batch_read_hook()
         ids = [self._check_held(x) for x in t]
         if len(set(ids)) != len(ids):
             seen: set[int] = set()

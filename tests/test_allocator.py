@@ -829,6 +829,21 @@ def test_reference_check_names_broken_invariants() -> None:
         r.check()
 
 
+def test_reference_check_names_a_holder_out_of_range() -> None:
+    # What the hostile report's F2 race left in the reference: a consistent
+    # state in every respect but that its holder is no pid (max_processes=8).
+    r = ReferenceAllocator([(1, 1)], 1, max_processes=8, max_waiters=4)
+    assert (r.acquire(1), r.acquire(1)) == (0, 1)
+    r._holder[0] = r._pool_owner[0] = 5000
+    r._owned = {(5000, 1): 0}
+    with pytest.raises(AllocatorError, match=r"^TCB 0 held by pid 5000, out of range \[0, 8\)$"):
+        r.check()
+    r._holder[0] = r._pool_owner[0] = -3
+    r._owned = {(-3, 1): 0}
+    with pytest.raises(AllocatorError, match=r"^TCB 0 held by pid -3, out of range \[0, 8\)$"):
+        r.check()
+
+
 # ------------------------------------------------------------------ memory
 
 

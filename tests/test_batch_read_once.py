@@ -30,18 +30,31 @@ import numpy as np
 import pytest
 
 from pyresv import AllocatorError, DepthPoolAllocator
+from pyresv import reference
 from pyresv._core import allocator as core
+from pyresv.reference import DepthPoolAllocator as Reference
 
 
-@pytest.fixture
-def hook() -> Iterator[Callable[[Callable[[], None] | None], None]]:
-    yield core._set_batch_read_hook
-    core._set_batch_read_hook(None)
+# Each implementation with its test hook: the reference has the core's twin,
+# so the same tests hold both to the rule.
+IMPLS = {
+    "cython": (DepthPoolAllocator, core._set_batch_read_hook),
+    "reference": (Reference, reference._set_batch_read_hook),
+}
+Hook = Callable[[Callable[[], None] | None], None]
+
+
+@pytest.fixture(params=sorted(IMPLS))
+def impl(request: pytest.FixtureRequest) -> Iterator[tuple[type, Hook]]:
+    cls, set_hook = IMPLS[request.param]
+    yield cls, set_hook
+    set_hook(None)
 
 
 @pytest.mark.parametrize("dtype", [np.int32, np.int64, np.intp])
-def test_release_many_acts_on_what_it_read(hook: Any, dtype: type) -> None:
-    a = DepthPoolAllocator([(2, 4)], 4, max_processes=8, max_waiters=8)
+def test_release_many_acts_on_what_it_read(impl: tuple[type, Hook], dtype: type) -> None:
+    cls, hook = impl
+    a = cls([(2, 4)], 4, max_processes=8, max_waiters=8)
     tcbs = np.array([a.acquire(1), a.acquire(1), a.acquire(2)], dtype=dtype)
     assert tcbs.tolist() == [0, 1, 4]
     calls = []
@@ -61,8 +74,9 @@ def test_release_many_acts_on_what_it_read(hook: Any, dtype: type) -> None:
     assert a.stats()["released"] == 3
 
 
-def test_release_many_refusal_names_what_it_read(hook: Any) -> None:
-    a = DepthPoolAllocator([(2, 4)], 4, max_processes=8, max_waiters=8)
+def test_release_many_refusal_names_what_it_read(impl: tuple[type, Hook]) -> None:
+    cls, hook = impl
+    a = cls([(2, 4)], 4, max_processes=8, max_waiters=8)
     tcbs = np.array([a.acquire(1), 7], dtype=np.int32)  # 7 is free
     blob = pickle.dumps(a)
 
@@ -76,8 +90,9 @@ def test_release_many_refusal_names_what_it_read(hook: Any) -> None:
 
 
 @pytest.mark.parametrize("dtype", [np.int32, np.int64])
-def test_acquire_many_acts_on_what_it_read(hook: Any, dtype: type) -> None:
-    a = DepthPoolAllocator([(2, 2)] * 2, 1, max_processes=4, max_waiters=8)
+def test_acquire_many_acts_on_what_it_read(impl: tuple[type, Hook], dtype: type) -> None:
+    cls, hook = impl
+    a = cls([(2, 2)] * 2, 1, max_processes=4, max_waiters=8)
     pids = np.array([1, 1, 2], dtype=dtype)
     depths = np.array([1, 2, 1], dtype=dtype)
     remote = np.array([False, False, True])
@@ -90,10 +105,52 @@ def test_acquire_many_acts_on_what_it_read(hook: Any, dtype: type) -> None:
     hook(mutate)
     got = a.acquire_many(pids, depths, remote)
     hook(None)
-    b = DepthPoolAllocator([(2, 2)] * 2, 1, max_processes=4, max_waiters=8)
+    b = cls([(2, 2)] * 2, 1, max_processes=4, max_waiters=8)
     assert got.tolist() == [b.acquire(1, 1), b.acquire(1, 2), b.acquire(2, 1, True)]
     a.check()
     assert a.stats() == b.stats()
+
+
+# The hostile report's race (F2), made deterministic: a write to the caller's
+# array after the batch read it. The reference used to validate one pass and
+# build its requests in a second, so the write got in unvalidated: TCB 0 went
+# to pid 5000 of max_processes=1000 (and check() passed), or to pid -3, or an
+# IndexError escaped for a depth past the last level.
+@pytest.mark.parametrize(
+    "write",
+    [("pids", 5000), ("pids", -3), ("depths", 3), ("depths", 0)],
+    ids=["pid-too-big", "pid-negative", "depth-past-D", "depth-zero"],
+)
+@pytest.mark.parametrize("layout", ["int64", "int32", "object", "strided"])
+def test_a_write_after_the_read_never_reaches_the_state(
+    impl: tuple[type, Hook], write: tuple[str, int], layout: str
+) -> None:
+    cls, hook = impl
+    n = 40
+    arrays = {"pids": np.ones(n, dtype=np.int64), "depths": np.ones(n, dtype=np.int64)}
+    if layout == "int32":
+        arrays = {k: v.astype(np.int32) for k, v in arrays.items()}
+    elif layout == "object":
+        arrays = {k: v.astype(object) for k, v in arrays.items()}
+    elif layout == "strided":
+        arrays = {k: np.repeat(v, 2)[::2] for k, v in arrays.items()}
+    remote = np.array([True] + [False] * (n - 1))
+    name, value = write
+
+    def mutate() -> None:
+        arrays[name][0] = value
+
+    a = cls([(4, 2)] * 3, 4, max_processes=1000, max_waiters=64)
+    hook(mutate)
+    got = a.acquire_many(arrays["pids"], arrays["depths"], remote)
+    hook(None)
+    assert arrays[name][0] == value  # the write happened, during the call
+    b = cls([(4, 2)] * 3, 4, max_processes=1000, max_waiters=64)
+    assert got.tolist() == [b.acquire(1, 1, True)] + [b.acquire(1, 1) for _ in range(n - 1)]
+    a.check()
+    assert a.stats() == b.stats()
+    assert pickle.dumps(a) == pickle.dumps(b)
+    assert sorted({a.holder(t) for t in range(a.total)} - {-1}) == [1]
 
 
 # ---------------------------------------------------------------- threads
