@@ -16,11 +16,12 @@ anyio's asyncio and trio backends.
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import Any, Callable
 
 import anyio
-from distributed import Client, LocalCluster
+from distributed import Client, LocalCluster, worker_client
 
 from pyresv.adapters.aio import DepthLimiter
 from pyresv.adapters.dask import DepthClient, worker_resources
@@ -104,6 +105,49 @@ class DaskRatio:
         return dask_overhead_ratio()
 
     track_overhead_ratio.unit = "x"
+
+
+def _thread_name(_i: int) -> str:
+    return threading.current_thread().name
+
+
+def _depth_parent(dc: DepthClient, i: int) -> list[str]:
+    kids = [dc.submit(_thread_name, 4 * i + j, pure=False) for j in range(4)]
+    return [f.result() for f in kids] + [threading.current_thread().name]
+
+
+def _seceding_parent(i: int) -> list[str]:
+    with worker_client() as c:  # secedes: the worker starts another thread while this one waits
+        names = c.gather([c.submit(_thread_name, 4 * i + j, pure=False) for j in range(4)])
+    return list(names) + [threading.current_thread().name]
+
+
+def threads_used(way: str, parents: int = 16) -> int:
+    """Distinct threads that ran a tree of ``parents`` x 4 children on one worker of sum(LEVELS) threads."""
+    cluster, client = _start()
+    try:
+        if way == "DepthClient":
+            dc = DepthClient(client, LEVELS)
+            futures = [dc.submit(_depth_parent, dc, i, pure=False) for i in range(parents)]
+        else:
+            futures = [client.submit(_seceding_parent, i, pure=False) for i in range(parents)]
+        return len({name for names in client.gather(futures) for name in names})
+    finally:
+        client.close()
+        cluster.close()
+
+
+class DaskThreads:
+    """Threads a nested tree runs on: DepthClient (no secede) against worker_client (secedes)."""
+
+    params = ["DepthClient", "worker_client"]
+    param_names = ["way"]
+    timeout = 120
+
+    def track_threads(self, way: str) -> int:
+        return threads_used(way)
+
+    track_threads.unit = "threads"
 
 
 # ------------------------------------------------------------------ anyio
@@ -193,6 +237,9 @@ def _range(what: str, ratio: Callable[[], float]) -> None:
 
 
 if __name__ == "__main__":  # a quick look without asv: python -m benchmarks.bench_nested
+    for way in DaskThreads.params:
+        print(f"threads that ran 16 parents x 4 children on a worker of {sum(LEVELS)} threads, {way}: "
+              f"{threads_used(way)}")
     _range("DepthClient.submit / client.submit", dask_overhead_ratio)
     for b in ("asyncio", "trio"):
         _range(f"DepthLimiter / anyio.CapacityLimiter on {b}", lambda: anyio_overhead_ratio(b))
