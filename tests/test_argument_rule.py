@@ -112,8 +112,13 @@ def test_refused_arguments_are_named(allocator_cls: type, bad: Any, name: str) -
     assert pickle.dumps(a) == before
 
 
+# Ints beyond int64, plain and behind __index__ (hostile report F1: the core's
+# cancel_request compared the Index object itself with 0 and raised TypeError).
+HUGE = [2**80, -(2**80), 2**63, -(2**63) - 1, Index(2**80), Index(-(2**80)), Index(2**63), np.uint64(2**64 - 1)]
+
+
 @pytest.mark.parametrize("name", sorted(CALLS))
-@pytest.mark.parametrize("x", [*(f(1) for f in ACCEPTED), *(f(7) for f in ACCEPTED), *REFUSED], ids=repr)
+@pytest.mark.parametrize("x", [*(f(1) for f in ACCEPTED), *(f(7) for f in ACCEPTED), *REFUSED, *HUGE], ids=repr)
 def test_both_implementations_agree(name: str, x: Any) -> None:
     from pyresv import DepthPoolAllocator
     from pyresv.reference import DepthPoolAllocator as Reference
@@ -135,3 +140,13 @@ def test_owned_pool_refuses_a_float_level(allocator_cls: type) -> None:
     a = _fresh(allocator_cls)
     with pytest.raises(ValueError, match=r"^level must be an int, got 1\.0$"):
         a.owned_pool(0, 1.0)
+
+
+def test_cancel_request_of_a_huge_ticket(allocator_cls: type) -> None:
+    a = _fresh(allocator_cls)
+    before = pickle.dumps(a)
+    assert a.cancel_request(Index(2**80)) is False  # never issued
+    assert a.cancel_request(2**80) is False
+    with pytest.raises(ValueError, match=r"^ticket -1208925819614629174706176 is negative$"):
+        a.cancel_request(Index(-(2**80)))
+    assert pickle.dumps(a) == before

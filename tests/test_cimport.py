@@ -138,6 +138,21 @@ def release_batch():
     return (r1, c1 == DPA_DUPLICATE, r2, c2 == DPA_BAD_ARG, r3, c3, a.stats()["released"])
 
 
+def holder_out_of_range():
+    '''check() names a holder that is no pid (C code can write one; the checks index per-pid tables by it).'''
+    cdef DepthPoolAllocator a = DepthPoolAllocator([(1, 1)], 1, max_processes=8)
+    a.acquire(1)
+    a.core.holder[0] = 5000
+    try:
+        a.check()
+        msg = None
+    except RuntimeError as exc:
+        msg = str(exc)
+    a.core.holder[0] = 1
+    a.check()
+    return msg
+
+
 def bad_level():
     '''dpa_acquire raises from nogil code.'''
     cdef DepthPoolAllocator a = DepthPoolAllocator([(1, 1)], 0)
@@ -168,6 +183,7 @@ print(downstream.handoff())
 print(downstream.batch())
 print(downstream.tickets())
 print(downstream.release_batch())
+print(downstream.holder_out_of_range())
 try:
     downstream.bad_level()
 except ValueError as exc:
@@ -202,6 +218,7 @@ def test_downstream_cython_cimports_and_runs_nogil(tmp_path: Path) -> None:
         (3, True, (0, 0, 0), 3, [0, 1, True], 1)
         (0, 1, 2, 1, 0, True, 1, 2, 0, 0, 1)
         (2, True, 2, True, 2, 0, 2)
+        TCB 0 held by pid 5000, out of range [0, 8)
         ValueError: level 2 out of range [1, 1]
         """
     ).splitlines()

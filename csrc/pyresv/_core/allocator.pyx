@@ -14,6 +14,7 @@ from cpython.buffer cimport PyBUF_C_CONTIGUOUS, PyBUF_FORMAT, PyBuffer_Release, 
 from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_RawFree, PyMem_RawMalloc, PyMem_RawRealloc, PyMem_Realloc
 from cpython.number cimport PyIndex_Check, PyNumber_Index
 from libc.stdint cimport INT32_MAX, INT64_MAX, INT64_MIN, int32_t, int64_t, uint8_t, uint64_t
+from libc.limits cimport LLONG_MAX, LLONG_MIN
 from libc.stdlib cimport qsort
 from libc.string cimport memcpy, memmove, memset
 
@@ -820,7 +821,8 @@ cdef extern from *:
 
 
 cdef inline int _int_arg(object o, long long* out) except -1:
-    """Read an int argument: 0 (``*out`` set), 1 (an int beyond long long) or 2 (not an int).
+    """Read an int argument: 0 (``*out`` set), 1 (an int beyond long long; ``*out`` is
+    LLONG_MAX or LLONG_MIN by its sign) or 2 (not an int).
 
     The one rule of ``pyresv._validate.as_index``: what ``operator.index``
     accepts, but bools. Small ints are read in place (no call, no reference
@@ -841,7 +843,12 @@ cdef int _int_arg_slow(object o, long long* out) except -1:
         except TypeError:
             return 2
     out[0] = PyLong_AsLongLongAndOverflow(o, &overflow)
-    return 1 if overflow else 0
+    if overflow:
+        # Beyond long long: *out saturates, so a caller learns the sign from
+        # it without reading the argument again (an __index__ runs once).
+        out[0] = LLONG_MAX if overflow > 0 else LLONG_MIN
+        return 1
+    return 0
 
 
 # Messages name the int an argument stands for (as the reference's do).
@@ -1279,8 +1286,7 @@ cdef class DepthPoolAllocator:
         cdef int rc = _int_arg(ticket, &v)
         if rc == 2:
             raise ValueError(f"ticket must be an int, got {ticket!r}")
-        if rc == 1:  # beyond int64: negative, or never issued
-            v = -1 if ticket < 0 else INT64_MAX
+        # Beyond int64 (rc == 1), v saturated: negative, or never issued.
         if v < 0:
             raise ValueError(f"ticket {as_index(ticket)} is negative")
         _idle(self._busy)
@@ -1848,6 +1854,11 @@ cdef object _find_broken(DepthPoolAllocator a):
     cdef uint8_t[::1] mark = np.zeros(max(d.total, d.npools, 1), dtype=np.uint8)
     cdef uint8_t[::1] in_free = np.zeros(max(d.npools, 1), dtype=np.uint8)
 
+    # Every TCB free or held by a pid in [0, max_processes) (the checks below
+    # index per-pid tables by holder).
+    for t in range(d.total):
+        if d.holder[t] < DPA_NIL or d.holder[t] >= d.max_processes:
+            return f"TCB {t} held by pid {d.holder[t]}, out of range [0, {d.max_processes})"
     # Free-pool stacks: pools of their level, each once.
     for l in range(1, d.levels + 1):
         L = &d.level[l]
