@@ -29,6 +29,7 @@ __all__ = [
     "STATE_VERSION",
     "COUNTERS",
     "SEQ_LIMIT",
+    "request_limit_message",
     "bad_state",
     "read_state",
     "check_counters",
@@ -223,14 +224,26 @@ def tcb_array(tcbs: Any) -> tuple[np.ndarray, np.ndarray]:
 STATE_VERSION = 2
 #: The state's counters, in ``stats()`` order.
 COUNTERS = ("served_pool", "served_unreserved", "queued", "granted", "cancelled", "released")
-#: Arrival numbers (tickets) and counters of an accepted state stay below this,
-#: so that no later call can overflow them (int64 in the core): at a billion
-#: requests a second that is 146 years away.
+#: The request limit: at most this many requests are served or queued over an
+#: allocator's life (``acquire`` then raises AllocatorError, nothing changed),
+#: and a pickled state may count at most this many. Every counter and ticket
+#: is bounded by that count (granted and cancelled <= queued, released <=
+#: served + granted), so a state the loader accepts stays picklable after any
+#: sequence of calls, and no counter can overflow int64 in the core. At a
+#: billion requests a second the limit is 146 years away.
 SEQ_LIMIT = 2**62
 _STATE_KEYS = frozenset(
     ("version", "holder", "pool_nfree", "pool_free", "level_free_pools", "free_pools",
      "unres_free", "waiters", "next_seq", "grants", "counters")
 )
+
+
+def request_limit_message(pid: int, level: int) -> str:
+    """The message of an acquire refused at the request limit (:data:`SEQ_LIMIT`)."""
+    return (
+        f"request limit reached: {SEQ_LIMIT} requests served or queued, the most "
+        f"an allocator counts; pid {pid} at level {level} not served"
+    )
 
 
 def bad_state(msg: str) -> AllocatorError:
@@ -380,6 +393,10 @@ def read_state(
     if not isinstance(counters_in, dict) or set(counters_in) != set(COUNTERS):
         raise bad_state(f"counters must be a dict of {list(COUNTERS)}")
     counters = {name: _state_int(counters_in[name], f"counter {name}", 0, SEQ_LIMIT) for name in COUNTERS}
+    served = counters["served_pool"] + counters["served_unreserved"] + counters["queued"]
+    if served > SEQ_LIMIT:
+        # Past the request limit: the calls could not have made it.
+        raise bad_state(f"counters: {served} requests served or queued, beyond the limit of {SEQ_LIMIT}")
     if len(grants) > counters["granted"]:
         raise bad_state(f"{len(grants)} grants not taken but {counters['granted']} were made")
     return {

@@ -41,6 +41,8 @@ from pyresv._validate import (
     int_array,
     as_index,
     read_state,
+    request_limit_message,
+    SEQ_LIMIT,
     tcb_array,
     validate_shape,
 )
@@ -236,14 +238,20 @@ class DepthPoolAllocator:
         TCB id, or :data:`~pyresv.PENDING` when the request was queued; it is
         later served through :meth:`take_grants`.
 
-        Raises ``ValueError`` for a bad pid or depth and
-        :class:`~pyresv.QueueFull` when the queue is full; the state is then
+        Raises ``ValueError`` for a bad pid or depth,
+        :class:`~pyresv.QueueFull` when the queue is full and
+        :class:`~pyresv.AllocatorError` at the request limit (2**62 requests
+        served or queued, ``pyresv._validate.SEQ_LIMIT``); the state is then
         unchanged.
         """
         level = self._level_for(pid, depth, bool(remote))
         return self._acquire(operator.index(pid), level)
 
     def _acquire(self, pid: int, level: int) -> int:
+        c = self._counters
+        # The request limit keeps every counter and ticket picklable (SEQ_LIMIT).
+        if c["served_pool"] + c["served_unreserved"] + c["queued"] >= SEQ_LIMIT:
+            raise AllocatorError(request_limit_message(pid, level))
         pool = self._owned.get((pid, level), -1)
         if pool >= 0:
             # FIG 5B blocks 514/516: the pid's own pool at this level.
@@ -689,12 +697,12 @@ class DepthPoolAllocator:
         for i, (pid, level) in enumerate(requests):
             try:
                 out[i] = self._acquire(pid, level)
-            except QueueFull as exc:
+            except AllocatorError as exc:  # QueueFull, or the request limit
                 # All or nothing (DESIGN §1: the state is unchanged after an
                 # error): undo the requests before this one, newest first.
                 for j in range(i - 1, -1, -1):
                     self._undo_acquire(*requests[j], int(out[j]))
-                raise QueueFull(
+                raise type(exc)(
                     f"{exc} (request {i} of a batch of {len(requests)}; the batch was undone)"
                 ) from None
         return out

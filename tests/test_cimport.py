@@ -241,7 +241,7 @@ def test_the_exported_api_compiles(tmp_path: Path) -> None:
 
     names = [
         "DepthPoolAllocator", "dpa_t", "tcb_t", "proc_t", "pool_t", "seq_t", "count_t",
-        "DPA_NIL", "DPA_PENDING", "DPA_QUEUE_FULL", "DPA_BAD_ARG", "DPA_NO_MEMORY", "DPA_DUPLICATE",
+        "DPA_NIL", "DPA_PENDING", "DPA_QUEUE_FULL", "DPA_BAD_ARG", "DPA_NO_MEMORY", "DPA_DUPLICATE", "DPA_LIMIT",
         "DPA_WAKE_DEEPEST", "DPA_WAKE_FIFO", "dpa_acquire", "dpa_try_acquire", "dpa_acquire_many",
         "dpa_release", "dpa_try_release", "dpa_release_many", "dpa_take_grant", "dpa_take_grant_ticket",
         "dpa_last_ticket", "dpa_cancel", "dpa_cancel_request", "dpa_release_all", "dpa_holder",

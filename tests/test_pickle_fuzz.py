@@ -25,6 +25,7 @@ import numpy as np
 import pytest
 
 from pyresv import AllocatorError, DepthPoolAllocator, QueueFull
+from pyresv._validate import SEQ_LIMIT
 from pyresv.reference import DepthPoolAllocator as ReferenceAllocator
 
 CASES = int(os.environ.get("PYRESV_FUZZ_CASES", "30"))
@@ -61,7 +62,10 @@ def _drive(a: Any, rng: random.Random, steps: int, check: bool) -> list:
             else:
                 trace.append(a.take_grants())
         except (ValueError, AllocatorError) as exc:
-            assert not isinstance(exc, AllocatorError) or isinstance(exc, QueueFull) or "depth" in str(exc), exc
+            assert (
+                not isinstance(exc, AllocatorError) or isinstance(exc, QueueFull) or "depth" in str(exc)
+                or str(exc).startswith("request limit reached")
+            ), exc
             trace.append(str(exc))
         if check:
             a.check()
@@ -205,6 +209,24 @@ def _granted() -> DepthPoolAllocator:
     return a
 
 
+def _near_the_limit(cls: type, left: int) -> Any:
+    """An allocator ``left`` requests short of the request limit (a crafted pickle).
+
+    ``[(1, 1)]`` with one unreserved TCB; pid 0 holds TCB 0 (served from its
+    pool) and SEQ_LIMIT - 1 - left requests were queued, granted and released.
+    """
+    a = cls([(1, 1)], 1, max_processes=4, max_waiters=4)
+    assert a.acquire(0) == 0
+    if left < 0:
+        return a
+    func, (klass, kwargs, state) = a.__reduce__()
+    state = copy.deepcopy(state)
+    n = SEQ_LIMIT - 1 - left
+    state["next_seq"] = n
+    state["counters"].update(queued=n, granted=n, released=n)
+    return func(klass, kwargs, state)
+
+
 CASES_NAMED: list[tuple[str, Callable[[], Any], Callable[[dict], Any], str]] = [
     # A negative count after a big one keeps the sum: the first read used to
     # run past the end of pool_free (valgrind); now each entry is checked first.
@@ -230,6 +252,12 @@ CASES_NAMED: list[tuple[str, Callable[[], Any], Callable[[dict], Any], str]] = [
      lambda s: s["grants"].__setitem__((0, 1), 7), "grant 0 names pid 2 and TCB 7"),
     ("more grants than were made", _granted,
      lambda s: s["counters"].update(granted=0), "1 grants not taken but 0 were made"),
+    # The hostile report's F3 state: next_seq at the limit and one acquire
+    # served besides, so one request past it.
+    ("requests served or queued past the limit", lambda: _near_the_limit(DepthPoolAllocator, 0),
+     lambda s: s.update(next_seq=SEQ_LIMIT) or s["counters"].update(queued=SEQ_LIMIT, granted=SEQ_LIMIT,
+                                                                    released=SEQ_LIMIT),
+     "counters: 4611686018427387905 requests served or queued, beyond the limit of 4611686018427387904"),
     ("a truncated holder table", _queued,
      lambda s: s.update(holder=s["holder"][:1]), "array lengths"),
     ("floats", _queued,
@@ -264,3 +292,54 @@ def test_pickles_refused_before_any_read() -> None:
     f, k, kw, st = pickle.loads(blob)
     with pytest.raises(AllocatorError, match="pool 0 has 9 free TCBs of 3"):
         f(k, kw, st)
+
+
+# The request limit (hostile report F3): a state accepted at the ticket limit
+# could not be pickled again after one more request. Now the loader accepts
+# at most SEQ_LIMIT requests served or queued, and acquire refuses the one
+# that would pass it, so every accepted state re-pickles after any calls.
+LIMIT_MSG = r"^request limit reached: 4611686018427387904 requests served or queued, the most an allocator counts; "
+
+
+@pytest.mark.parametrize("cls", [DepthPoolAllocator, ReferenceAllocator])
+def test_acquire_refuses_past_the_request_limit(cls: type) -> None:
+    a = _near_the_limit(cls, 0)
+    a.check()
+    blob = pickle.dumps(a)
+    for call in (lambda: a.acquire(1), lambda: a.acquire(0), lambda: a.acquire(2, 1)):
+        with pytest.raises(AllocatorError, match=LIMIT_MSG + "pid [012] at level 1 not served$"):
+            call()
+        assert pickle.dumps(a) == blob
+    with pytest.raises(AllocatorError, match=LIMIT_MSG + r"pid 3 at level 1 not served \(request 0 of a batch of 2"):
+        a.acquire_many([3, 1], [1, 1])
+    assert pickle.dumps(a) == blob
+    # Everything but acquiring still works, and every state re-pickles.
+    a.release(0)
+    assert a.cancel(1) == 0 and a.release_all(0) == 0 and a.cancel_request(5) is False
+    b = pickle.loads(pickle.dumps(a))
+    b.check()
+    assert b.stats() == a.stats()
+
+
+@pytest.mark.parametrize("cls", [DepthPoolAllocator, ReferenceAllocator])
+def test_a_batch_that_reaches_the_limit_is_undone(cls: type) -> None:
+    a = _near_the_limit(cls, 2)
+    blob = pickle.dumps(a)
+    with pytest.raises(AllocatorError, match=LIMIT_MSG + r"pid 3 at level 1 not served \(request 2 of a batch of 3; "):
+        a.acquire_many([1, 2, 3], [1, 1, 1])
+    assert pickle.dumps(a) == blob
+    assert a.acquire_many([1, 2], [1, 1]).tolist() == [1, -1]  # the last two requests
+    pickle.loads(pickle.dumps(a)).check()
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_states_near_the_limit_re_pickle_after_any_calls(seed: int) -> None:
+    c, r = _near_the_limit(DepthPoolAllocator, 3), _near_the_limit(ReferenceAllocator, 3)
+    rng_c, rng_r = random.Random(seed), random.Random(seed)
+    for _ in range(12):
+        assert _drive(c, rng_c, 3, True) == _drive(r, rng_r, 3, True)
+        for a in (c, r):
+            b = pickle.loads(pickle.dumps(a))
+            b.check()
+            assert b.stats() == a.stats()
+    assert c.stats() == r.stats()

@@ -7,6 +7,7 @@
 from pyresv._core.allocator cimport (
     DPA_BAD_ARG,
     DPA_DUPLICATE,
+    DPA_LIMIT,
     DPA_NIL,
     DPA_NO_MEMORY,
     DPA_PENDING,

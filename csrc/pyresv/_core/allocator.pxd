@@ -60,6 +60,7 @@ cdef enum:
     DPA_BAD_ARG = -3          # try_*: pid/level out of range, TCB not an id or not held
     DPA_NO_MEMORY = -4        # try_release: the grants buffer could not grow
     DPA_DUPLICATE = -5        # release_many: a TCB appears twice in the batch
+    DPA_LIMIT = -6            # try_acquire: 2**62 requests were served or queued (the request limit); nothing changed
     DPA_WAKE_DEEPEST = 0      # a freed unreserved TCB goes to the deepest level, then oldest
     DPA_WAKE_FIFO = 1         # a freed unreserved TCB goes to the oldest request
 
@@ -168,8 +169,10 @@ cdef class DepthPoolAllocator:
 
 # Acquire one TCB for pid at level (1..levels; a remote call is served at
 # depth + 1, FIG 5A). Returns the TCB id (>= 0) or DPA_PENDING (queued).
-# dpa_acquire raises ValueError (bad pid/level) or QueueFull and returns -2;
-# dpa_try_acquire returns DPA_BAD_ARG or DPA_QUEUE_FULL instead.
+# dpa_acquire raises ValueError (bad pid/level), QueueFull or AllocatorError
+# (the request limit: 2**62 requests served or queued over the allocator's
+# life, pyresv._validate.SEQ_LIMIT, the most a pickled state counts) and returns -2;
+# dpa_try_acquire returns DPA_BAD_ARG, DPA_QUEUE_FULL or DPA_LIMIT instead.
 cdef tcb_t dpa_acquire(dpa_t* d, proc_t pid, int32_t level) except -2 nogil
 cdef tcb_t dpa_try_acquire(dpa_t* d, proc_t pid, int32_t level) noexcept nogil
 
@@ -180,7 +183,8 @@ cdef tcb_t dpa_try_acquire(dpa_t* d, proc_t pid, int32_t level) noexcept nogil
 # other thread may write to it during the call.
 # Returns n when every request was resolved. Otherwise returns the index i of
 # the first request that failed, with out[i] = DPA_QUEUE_FULL (the wait queue
-# was full when its turn came) or DPA_BAD_ARG (pid or level out of range);
+# was full when its turn came), DPA_LIMIT (the request limit) or DPA_BAD_ARG
+# (pid or level out of range);
 # requests 0..i-1 are then undone, newest first, and the state is exactly as
 # before the call (same free-stack order, arrival numbers and counters). It
 # needs no memory beyond out[] (acquires never grant, so each undo is exact).

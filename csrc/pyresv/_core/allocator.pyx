@@ -45,12 +45,17 @@ from pyresv._validate import (
     check_counters,
     int_array,
     read_state,
+    request_limit_message,
+    SEQ_LIMIT,
     tcb_array,
     validate_shape,
 )
 from pyresv.errors import PENDING, AllocatorError, QueueFull
 
 __all__ = ["DepthPoolAllocator", "PENDING", "AllocatorError", "QueueFull"]
+
+# The request limit (pyresv._validate.SEQ_LIMIT), as a C constant for nogil code.
+cdef int64_t DPA_SEQ_LIMIT = SEQ_LIMIT
 
 #: True in the checked build (bounds checks and C asserts on: PYRESV_DEBUG=1).
 _CHECKED = bool(PYRESV_CHECKED)
@@ -396,13 +401,19 @@ cdef inline void _grant(dpa_t* d, slot_t s, tcb_t tcb) noexcept nogil:
 cdef inline tcb_t _dpa_acquire(dpa_t* d, proc_t pid, int32_t level) noexcept nogil:
     """Resolve one request; pid and level are valid.
 
-    Returns a TCB id, DPA_PENDING (queued) or DPA_QUEUE_FULL (nothing changed).
+    Returns a TCB id, DPA_PENDING (queued), DPA_QUEUE_FULL or DPA_LIMIT
+    (nothing changed).
     """
     cdef pool_t* own = &d.owned[_pl(d.levels, pid, level)]
     cdef pool_t p = own[0]
     c_assert(0 <= pid < d.max_processes and 1 <= level <= d.levels)
     cdef level_info_t* L
     cdef tcb_t u
+    # Every counter and ticket is at most the requests served or queued
+    # (granted, cancelled <= queued; released <= served + granted), so this
+    # one bound keeps every state re-picklable (pyresv._validate.SEQ_LIMIT).
+    if d.served_pool + d.served_unreserved + d.queued >= DPA_SEQ_LIMIT:
+        return DPA_LIMIT
     if p != DPA_NIL:
         if d.pool_nfree[p] > 0:
             # FIG 5B blocks 514/516: a TCB of the pid's own pool at this level.
@@ -522,6 +533,9 @@ cdef tcb_t dpa_acquire(dpa_t* d, proc_t pid, int32_t level) except -2 nogil:
     if t == DPA_QUEUE_FULL:
         with gil:
             _raise_full(d, pid, level)
+    if t == DPA_LIMIT:
+        with gil:
+            _raise_limit(pid, level)
     return t
 
 
@@ -882,6 +896,13 @@ cdef int _raise_full(dpa_t* d, proc_t pid, int32_t level, Py_ssize_t index=-1, P
     raise QueueFull(msg)
 
 
+cdef int _raise_limit(proc_t pid, int32_t level, Py_ssize_t index=-1, Py_ssize_t n=0) except -1:
+    msg = request_limit_message(pid, level)
+    if index >= 0:
+        msg += f" (request {index} of a batch of {n}; the batch was undone)"
+    raise AllocatorError(msg)
+
+
 cdef int _raise_bad_release(dpa_t* d, object tcb) except -1:
     v = as_index(tcb)
     if v is None:
@@ -1219,8 +1240,10 @@ cdef class DepthPoolAllocator:
         The level is ``depth + 1`` for a call from another cluster
         (``remote=True``, FIG 5A) and ``depth`` otherwise (FIG 5B). A queued
         request is served later through :meth:`take_grants`. Raises
-        ``ValueError`` for a bad pid or depth and :class:`~pyresv.QueueFull`
-        when the queue is full; the state is then unchanged.
+        ``ValueError`` for a bad pid or depth, :class:`~pyresv.QueueFull`
+        when the queue is full and :class:`~pyresv.AllocatorError` at the
+        request limit (2**62 requests served or queued,
+        ``pyresv._validate.SEQ_LIMIT``); the state is then unchanged.
         """
         cdef dpa_t* d = &self.core
         cdef long long p = 0, dep = 0
@@ -1240,7 +1263,9 @@ cdef class DepthPoolAllocator:
                 _raise_bad_remote(depth, d.levels)
         _idle(self._busy)
         t = dpa_try_acquire(d, <proc_t>p, level)
-        if t < DPA_PENDING:  # DPA_QUEUE_FULL (the arguments were checked above)
+        if t < DPA_PENDING:  # DPA_QUEUE_FULL or DPA_LIMIT (the arguments were checked above)
+            if t == DPA_LIMIT:
+                _raise_limit(<proc_t>p, level)
             _raise_full(d, <proc_t>p, level)
         return t
 
@@ -1501,6 +1526,8 @@ cdef class DepthPoolAllocator:
             self._busy = _IDLE
             marked = False
             if bad < n:
+                if ov[bad] == DPA_LIMIT:
+                    _raise_limit(pid_out[bad], lev_out[bad], bad, n)
                 if ov[bad] != DPA_QUEUE_FULL:  # cannot happen: validated above
                     raise AllocatorError(f"acquire_many: request {bad} refused with code {ov[bad]}")
                 _raise_full(d, pid_out[bad], lev_out[bad], bad, n)
