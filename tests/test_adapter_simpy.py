@@ -1047,6 +1047,29 @@ def test_only_the_head_may_preempt_on_a_flat_resource(make):
     assert log == [(0, "low", "got"), (3, "head", "got"), (6, "behind", "got")]
 
 
+def test_a_preemption_whose_interrupt_raises_frees_the_unit_and_keeps_the_preemptor_queued(make):
+    # SimPy takes the victim's unit, then interrupts its process; when that
+    # raises (the process ended holding the unit), the unit stays free, the
+    # preemptor stays queued and the next trigger point serves it.
+    env = simpy.Environment()
+    res = make(env, 1, "preemptive")
+
+    def leaker():
+        yield res.request(priority=1)  # ends holding its unit
+
+    def preemptor():
+        yield res.request(priority=0)
+
+    env.process(leaker())
+    env.run()
+    env.process(preemptor())
+    with pytest.raises(RuntimeError, match="has terminated and cannot be interrupted"):
+        env.run()
+    (waiting,) = res.queue
+    assert res.count == 0 and waiting.priority == 0
+    later = res.request(priority=5)  # a trigger point: the head is served
+    assert res.users == [waiting] and list(res.queue) == [later]
+
 def test_a_preemptor_takes_only_a_unit_it_could_have_been_granted():
     # capacity 3, levels 2: two unreserved units, one held back for level 2.
     # B.c, a nested low-priority call, holds the held-back unit. T, an urgent

@@ -1040,7 +1040,16 @@ class DepthPreemptiveResource(DepthPriorityResource):
                     task.levels.remove(victim.level)
                     self._family.done(task)
                 if victim.proc is not None:
-                    victim.proc.interrupt(Preempted(by=req.proc, usage_since=victim.usage_since, resource=self))  # type: ignore[arg-type]
+                    try:
+                        victim.proc.interrupt(Preempted(by=req.proc, usage_since=victim.usage_since, resource=self))  # type: ignore[arg-type]
+                    except BaseException:
+                        # SimPy's order: the victim lost its unit before the interrupt
+                        # raised (its process ended, or it is the preemptor's own);
+                        # the unit stays free and req stays queued for the next trigger point.
+                        alloc.release(got)
+                        if self.monitor is not None:
+                            self._note()
+                        raise
                 self._make_user(req, got)
                 if self.monitor is not None:
                     self._note()
