@@ -28,7 +28,10 @@ request is granted at a *trigger point* only, as in SimPy's
 ``BaseResource._trigger_put``: when a new request is made, or when a
 ``Release`` event is processed. The allocator decides who gets the unit
 (its wake order); the adapter keeps a plain map from the allocator's request
-tickets to the waiting events and triggers them at those points.
+tickets to the waiting events and triggers them at those points. A new
+request joins the queue behind the requests already granted a freed unit
+but not yet served, as SimPy appends it to ``put_queue``: it never overtakes
+them, even when the allocator has another unit free for it.
 
 This module uses SimPy's internals (``Environment._active_proc``, ``_now``,
 ``_queue``, ``_eid``, ``Event._value``/``_ok``); :data:`TESTED_SIMPY` lists the versions they were
@@ -523,7 +526,8 @@ class DepthResource:
             req.resource = self
             req.proc = env._active_proc
             tcb = self._acquire(0)
-            if tcb >= 0:
+            ready = self._ready
+            if tcb >= 0 and not ready:
                 req._ok = True
                 req._value = None
                 req._tcb = tcb
@@ -532,9 +536,12 @@ class DepthResource:
                 heappush(env._queue, (now, _NORMAL, next(env._eid), req))
             else:
                 req._value = _PENDING
-                req._ticket = ticket = self._alloc.last_ticket
-                self._waiting[ticket] = req
-                ready = self._ready
+                if tcb >= 0:  # behind the granted waiters: see _queue_behind
+                    req._tcb = tcb
+                    ready.append(req)
+                else:
+                    req._ticket = ticket = self._alloc.last_ticket
+                    self._waiting[ticket] = req
                 if ready:  # a trigger point: the oldest granted waiter goes first (_serve_one)
                     first = ready.popleft()
                     first._ok = True
@@ -589,7 +596,8 @@ class DepthResource:
             else:
                 held.append(level)
             if self._ready:
-                self._serve(self._flat)
+                self._queue_behind(req, tcb)
+                return
             req._ok = True
             req._value = None
             req._tcb = tcb
@@ -618,11 +626,13 @@ class DepthResource:
             raise
         if task is not None:
             task.tree.busy += 1
-        if tcb >= 0:
+        if tcb >= 0 and self._ready:
             if task is not None:
                 task.hold(req.level)
-            if self._ready:
-                self._serve(self._flat)
+            self._queue_behind(req, tcb)
+        elif tcb >= 0:
+            if task is not None:
+                task.hold(req.level)
             req._ok = True
             req._value = None
             req._tcb = tcb
@@ -728,6 +738,22 @@ class DepthResource:
             ready.append(req)
             if req._task is not None:
                 req._task.hold(req.level)
+
+    def _queue_behind(self, req: DepthRequest, tcb: int) -> None:
+        """A new request the allocator served at once, while granted requests wait for a trigger point.
+
+        SimPy appends a new request to ``put_queue`` and serves the head, so
+        it never overtakes an older waiter whose unit was freed but whose
+        trigger point has not come (the freed unit is the waiter's; the one
+        the allocator gave ``req`` is the one SimPy would serve it with
+        later). ``req`` joins the granted requests at the tail and this is a
+        trigger point: the head is served (all of them with levels, where the
+        new one comes last).
+        """
+        req._value = _PENDING
+        req._tcb = tcb
+        self._ready.append(req)
+        self._serve(self._flat)
 
     def _serve_one(self) -> None:
         """Trigger the oldest ready request: it becomes a user."""
