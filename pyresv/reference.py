@@ -780,6 +780,11 @@ class DepthPoolAllocator:
             "max_waiters": self._max_waiters,
             "wake": self._wake,
         }
+        # A subclass's own attributes travel as the pickle's state (set on
+        # the rebuilt object); the allocator's are in _state().
+        extra = {k: v for k, v in vars(self).items() if k not in _BASE_ATTRS}
+        if extra:
+            return (_rebuild, (self.__class__, kwargs, self._state()), extra)
         return (_rebuild, (self.__class__, kwargs, self._state()))
 
     def _state(self) -> dict[str, Any]:
@@ -857,7 +862,17 @@ class DepthPoolAllocator:
 
 
 def _rebuild(cls: type[DepthPoolAllocator], kwargs: dict[str, Any], state: Any) -> DepthPoolAllocator:
-    """Unpickle: a fresh allocator, then the saved state (validated and checked)."""
-    obj = cls(**kwargs)
+    """Unpickle: a fresh allocator, then the saved state (validated and checked).
+
+    Fresh for sure: made by this class's ``__init__``, not by ``cls``'s, so
+    that a subclass whose ``__init__`` already uses the allocator cannot mix
+    what it did into the saved state (the core's ``_rebuild`` does the same).
+    """
+    obj = cls.__new__(cls)
+    DepthPoolAllocator.__init__(obj, **kwargs)
     obj._load(state)
     return obj
+
+
+#: The attributes of the allocator itself (the rest of an instance's are a subclass's).
+_BASE_ATTRS = frozenset(vars(DepthPoolAllocator([(0, 1)])))

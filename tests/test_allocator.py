@@ -844,6 +844,42 @@ def test_reference_check_names_a_holder_out_of_range() -> None:
         r.check()
 
 
+# Subclasses whose __init__ already uses the allocator (hostile report F4):
+# unpickling used to run that __init__ and then load the saved state over
+# what it did (the reference kept a phantom request of pid 6; the core
+# refused with a message about pool ownership). A pickle now rebuilds the
+# saved state exactly, without running the subclass's __init__, and keeps
+# the subclass's own attributes.
+class WarmCore(DepthPoolAllocator):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:  # __cinit__ took the arguments
+        self.label = "warm"
+        self.acquire(5)
+        self.acquire(6)
+
+
+class WarmReference(ReferenceAllocator):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.label = "warm"
+        self.acquire(5)
+        self.acquire(6)
+
+
+@pytest.mark.parametrize("cls", [WarmCore, WarmReference])
+@pytest.mark.parametrize("how", ["pickle", "deepcopy"])
+def test_a_subclass_whose_init_acquires_round_trips_exactly(cls: type, how: str) -> None:
+    w = cls([(1, 1)], 0, max_processes=8)
+    w.release(0)  # pid 6 now holds TCB 0 (a grant not yet taken); nothing pends
+    w.label = "changed"
+    b = pickle.loads(pickle.dumps(w)) if how == "pickle" else copy.deepcopy(w)
+    assert type(b) is cls
+    b.check()
+    assert b.label == "changed"
+    assert (b.pending(), b.holder(0), b.stats()) == (0, 6, w.stats())
+    assert pickle.dumps(b) == pickle.dumps(w)
+    assert b.take_grants(tickets=True) == w.take_grants(tickets=True) == [(6, 0, 0)]
+
+
 # ------------------------------------------------------------------ memory
 
 

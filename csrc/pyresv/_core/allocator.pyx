@@ -1617,6 +1617,11 @@ cdef class DepthPoolAllocator:
             state = _getstate(self)
         finally:
             self._busy = _IDLE
+        # A subclass's own attributes travel as the pickle's state (set on
+        # the rebuilt object); the allocator's are in ``state``.
+        extra = getattr(self, "__dict__", None)
+        if extra:
+            return (_rebuild, (type(self), kwargs, state), dict(extra))
         return (_rebuild, (type(self), kwargs, state))
 
     def __repr__(self):
@@ -1631,8 +1636,13 @@ cdef class DepthPoolAllocator:
 # ================================================================ pickling
 
 def _rebuild(cls, kwargs, state):
-    """Unpickle: a fresh allocator, then the saved state (validated and checked)."""
-    cdef DepthPoolAllocator obj = cls(**kwargs)
+    """Unpickle: a fresh allocator, then the saved state (validated and checked).
+
+    Fresh for sure: made by ``__cinit__`` alone (``cls.__new__``), so that a
+    subclass whose ``__init__`` already uses the allocator cannot mix what it
+    did into the saved state (the reference's ``_rebuild`` does the same).
+    """
+    cdef DepthPoolAllocator obj = cls.__new__(cls, **kwargs)
     _setstate(obj, state)
     return obj
 
