@@ -12,7 +12,7 @@ from typing import Any, Callable
 import matplotlib
 import pytest
 import simpy
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from simpy.resources.resource import Preempted
 
@@ -1001,9 +1001,16 @@ def _run_random_model(cls: Any, kind: str, capacity: int, users: list[Any]) -> l
     return log
 
 
+#: A plain use: ask in a with block, release at once.
+_PLAIN = {"mode": "with", "hold": None, "patience": None, "gap": None, "priority": 0, "preempt": False}
+
+
 @pytest.mark.parametrize("kind", ["resource", "priority", "preemptive"])
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(capacity=st.integers(1, 3), users=st.lists(_USER, min_size=1, max_size=7))
+# The smallest model this test found before new requests queued behind the
+# granted waiters (b1 overtook c0); run every time.
+@example(capacity=2, users=[(None, [_PLAIN]), (None, [_PLAIN] * 3), (None, [_PLAIN])])
 def test_random_models_give_simpys_trace(kind, capacity, users):
     # Random arrivals (several in one step, some after a timeout(0)), holds,
     # releases by leaving a with block or by release(), reneging with
