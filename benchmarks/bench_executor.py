@@ -19,8 +19,11 @@ them. The asyncio part compares ``DepthLimiter.slot()`` with
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import statistics
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import pyresv
@@ -32,7 +35,7 @@ THREADS = 8
 DEPTHS = [(3, 1), (2, 1), (1, 1)]  # 6 reserved TCBs over 3 levels ...
 UNRESERVED = 2  # ... plus 2 unreserved: 8 threads, like the ThreadPoolExecutor
 TASKS = 400
-RATIO_TASKS = 2000
+RATIO_TASKS = 10_000
 RATIO_ROUNDS = 15
 
 
@@ -77,22 +80,46 @@ def overhead_ratio(pattern: str, executor: str = "DepthPoolExecutor", rounds: in
 
     Each round runs ``RATIO_TASKS`` tasks through each executor in turn and
     takes the process CPU time of each run; the ratio is of the medians.
+
+    The process is pinned to one CPU while it measures (where the OS allows
+    it), as Python threads run one at a time under the GIL anyway: every
+    hand-off between threads is then a switch on the same CPU, for both
+    executors alike. Unpinned, whether a woken thread lands on the other
+    core (and what else runs there) decides much of a hand-off's cost, and the
+    ratio swung from run to run (burst 1.8-3.0 against 1.2-1.5 pinned, in the
+    same minutes).
     """
     fn, _n = PATTERNS[pattern]
-    pools = {name: _make(name) for name in ("ThreadPoolExecutor", executor)}
-    times: dict[str, list[float]] = {name: [] for name in pools}
-    try:
-        for ex in pools.values():
-            fn(ex, RATIO_TASKS)  # warm-up: start the threads
-        for _ in range(rounds):
-            for name, ex in pools.items():
-                start = time.process_time()
-                fn(ex, RATIO_TASKS)
-                times[name].append(time.process_time() - start)
-    finally:
-        for ex in pools.values():
-            ex.shutdown()
+    with _one_cpu():
+        pools = {name: _make(name) for name in ("ThreadPoolExecutor", executor)}
+        times: dict[str, list[float]] = {name: [] for name in pools}
+        try:
+            for ex in pools.values():
+                fn(ex, RATIO_TASKS)  # warm-up: start the threads
+            for _ in range(rounds):
+                for name, ex in pools.items():
+                    start = time.process_time()
+                    fn(ex, RATIO_TASKS)
+                    times[name].append(time.process_time() - start)
+        finally:
+            for ex in pools.values():
+                ex.shutdown()
     return statistics.median(times[executor]) / statistics.median(times["ThreadPoolExecutor"])
+
+
+@contextlib.contextmanager
+def _one_cpu() -> Iterator[None]:
+    """Run the block on one CPU of those allowed (threads started in it inherit it); restore after."""
+    get = getattr(os, "sched_getaffinity", None)
+    if get is None:
+        yield
+        return
+    allowed = get(0)
+    os.sched_setaffinity(0, {min(allowed)})
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, allowed)
 
 
 class ExecutorOverhead:
