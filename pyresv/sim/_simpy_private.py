@@ -17,8 +17,8 @@ What it mirrors:
   event SimPy schedules when a process ends (nobody waits for one here).
 * :func:`start_task`: ``Process.__init__`` and its ``Initialize`` event, run
   at once when called from an event's callback.
-* :func:`call_after` / :class:`Timer`: ``Environment.schedule`` of a
-  ``Timeout`` (the heap entry ``(time, priority, eid, event)``).
+* :func:`call_after` / :func:`scheduler` / :class:`Timer`: ``Environment.schedule``
+  of a ``Timeout`` (the heap entry ``(time, priority, eid, event)``).
 * :func:`run_before`: ``Environment.step`` in a loop.
 * :class:`Environment`: ``Environment.now``, as a C-level attribute getter.
 """
@@ -35,7 +35,7 @@ from simpy.events import NORMAL
 if TYPE_CHECKING:
     from pyresv.sim.process import Proc
 
-__all__ = ["Environment", "Task", "Timer", "call_after", "run_before", "start_task"]
+__all__ = ["Environment", "Task", "Timer", "call_after", "run_before", "scheduler", "start_task"]
 
 
 class Environment(simpy.Environment):
@@ -164,6 +164,19 @@ def call_after(env: simpy.Environment, delay: float, fn: Callable[..., None], *a
         raise ValueError(f"Negative delay {delay}")
     queue: list[Any] = env._queue  # SimPy types its entries as holding an Event
     heappush(queue, (env._now + delay, NORMAL, next(env._eid), _timer(Timer, (fn, args))))
+
+
+def scheduler(env: simpy.Environment) -> Callable[..., None]:
+    """:func:`call_after` bound to ``env``, for a caller whose delays are
+    never negative (checked where they are configured): the same heap entry,
+    without the check and the binding of ``env`` per call."""
+    queue: list[Any] = env._queue
+    eid = env._eid
+
+    def after(delay: float, fn: Callable[..., None], *args: Any) -> None:
+        heappush(queue, (env._now + delay, NORMAL, next(eid), _timer(Timer, (fn, args))))
+
+    return after
 
 
 def run_before(env: simpy.Environment, until: float) -> bool:

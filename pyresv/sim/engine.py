@@ -40,7 +40,6 @@ from __future__ import annotations
 import gc
 from collections import deque
 from dataclasses import dataclass, field
-from functools import partial
 from typing import TYPE_CHECKING, Any, Callable, Generator
 
 import numpy as np
@@ -53,7 +52,7 @@ from pyresv.sim.faults import CallFailed, FaultInjector
 from pyresv.sim.flashcopy import FlashCopyFlows
 from pyresv.sim.metrics import OP_CODES, MetricsRecorder
 from pyresv.sim.policies import allocator_args
-from pyresv.sim._simpy_private import Environment, call_after, run_before, start_task
+from pyresv.sim._simpy_private import Environment, run_before, scheduler, start_task
 from pyresv.sim.process import Proc, Task
 from pyresv.sim.topology import Cluster, InitResult, Relationship, Volume, carve, home_of
 
@@ -89,7 +88,7 @@ class Simulation:
         # order, slower; what tests/test_simpy_fork.py checks the fork against.
         self.fork = simpy_fork
         self.Process: type[simpy.Process] = Task if simpy_fork else simpy.Process
-        self.after: Callable[..., None] = partial(call_after, self.env) if simpy_fork else self._plain_after
+        self.after: Callable[..., None] = scheduler(self.env) if simpy_fork else self._plain_after
         c = config.controller
         self.C = c.clusters
         self.levels = config.levels
@@ -134,7 +133,9 @@ class Simulation:
         # Engine state.
         self.waiting: dict[tuple[int, int], simpy.Event] = {}
         self.live: dict[int, Proc] = {}
-        self.free_pids: list[int] = []
+        # Finished processes' records, their pids free: the fast start reuses
+        # the record, a process started by _process takes its pid only.
+        self.free: list[Proc] = []
         self.pid_waiters: deque[simpy.Event] = deque()  # starts waiting for a free pid
         self.next_pid = 0
         self.version = 0
@@ -144,20 +145,20 @@ class Simulation:
         self.peak_queued = [[0] * (self.levels + 1) for _ in range(self.C)]
         self.completed = [0] * self.C
         self.issued_ops = 0
-        self.completed_ops = 0
         self.internal_done = 0
         self.reads_checked = 0
         self.pit_violations = 0
         self.violations: list[dict[str, Any]] = []
         self.t_last = 0.0
         self.metrics = MetricsRecorder(self.C, self.levels)
-        self._spare: list[Proc] = []  # finished records, for the fast start to reuse
         self.auto_destage = config.workload.auto_destage
         self.destage_delay = config.timing.destage_delay_us
         self.faults: FaultInjector | None = (
             FaultInjector(self, config.faults, c.seed) if config.faults.active else None
         )
         self._fast = simpy_fork and self.faults is None  # the fast start may be used
+        # wrote() schedules a destage's start as a timer (see there).
+        self._destage_timer = self._fast and self.destage_delay > 0
 
     def _plain_after(self, delay: float, fn: Callable[..., None], *args: Any) -> None:
         self.env.timeout(delay).callbacks.append(lambda _: fn(*args))
@@ -171,19 +172,10 @@ class Simulation:
         created and finished for nothing then."""
         level = depth + 1 if remote else depth
         tcb = self.allocators[c].acquire(proc.pid, depth, remote)
-        trace = self.trace
         if tcb < 0:
-            ev = self.env.event()
-            self.waiting[(c, proc.pid)] = ev
-            proc.pending = (c, level, name)
-            q = self.queued[c]
-            q[level] += 1
-            if q[level] > self.peak_queued[c][level]:
-                self.peak_queued[c][level] = q[level]
-            self.t_last = self.env.now
-            if trace is not None:
-                trace.append((self.env.now, c, proc.pid, name, level, "wait"))
+            self._queued(proc, c, level, name)
             return -1
+        trace = self.trace
         if trace is not None:
             trace.append((self.env.now, c, proc.pid, name, level, "acquire"))
         h = self.held[c]
@@ -193,6 +185,19 @@ class Simulation:
             peak[level] = n
         proc.steps.append((c, level, name, tcb))
         return tcb
+
+    def _queued(self, proc: Proc, c: int, level: int, name: str) -> None:
+        # The request was queued: an event to wait for its grant.
+        ev = self.env.event()
+        self.waiting[(c, proc.pid)] = ev
+        proc.pending = (c, level, name)
+        q = self.queued[c]
+        q[level] += 1
+        if q[level] > self.peak_queued[c][level]:
+            self.peak_queued[c][level] = q[level]
+        self.t_last = self.env.now
+        if self.trace is not None:
+            self.trace.append((self.env.now, c, proc.pid, name, level, "wait"))
 
     def granted(self, proc: Proc) -> Generator[Any, Any, int]:
         """Wait until ``proc``'s queued request (see :meth:`try_acquire`) is granted; its TCB."""
@@ -229,6 +234,46 @@ class Simulation:
             self.trace.append((self.env.now, c, proc.pid, name, level, "release"))
         waiting = self.waiting
         if waiting:  # with no request queued anywhere, a release grants nothing
+            for pid, granted in alloc.take_grants():
+                waiting.pop((c, pid)).succeed(granted)
+
+    # The fast start's own acquire and release (see new_proc): a host
+    # operation's level-1 TCB on its own cluster, held while it runs as
+    # callbacks. Its step is not in ``proc.steps`` then (nothing reads it: no
+    # fault can hit such a process, and no deadlock can be reported while its
+    # timer is pending); :meth:`hold` records it when the operation goes on as
+    # a flow, which releases it with :meth:`release`.
+    def take(self, proc: Proc, c: int, name: str) -> int:
+        """:meth:`try_acquire` of a level-1 TCB on ``c`` for a fast-started
+        operation; a TCB it does not record in ``proc.steps``, or -1 queued
+        (then the flow waits with :meth:`granted`, which records it)."""
+        tcb = self.allocators[c].acquire(proc.pid, 1, False)
+        if tcb < 0:
+            self._queued(proc, c, 1, name)
+            return tcb
+        if self.trace is not None:
+            self.trace.append((self.env.now, c, proc.pid, name, 1, "acquire"))
+        h = self.held[c]
+        n = h[1] = h[1] + 1
+        peak = self.peak_held[c]
+        if n > peak[1]:
+            peak[1] = n
+        return tcb
+
+    def hold(self, proc: Proc, c: int, name: str, tcb: int) -> None:
+        """Record a TCB got with :meth:`take` in ``proc.steps``: the operation
+        goes on as a flow."""
+        proc.steps.append((c, 1, name, tcb))
+
+    def give_back(self, proc: Proc, c: int, name: str, tcb: int) -> None:
+        """:meth:`release` of a TCB got with :meth:`take`."""
+        alloc = self.allocators[c]
+        alloc.release(tcb)
+        self.held[c][1] -= 1
+        if self.trace is not None:
+            self.trace.append((self.env.now, c, proc.pid, name, 1, "release"))
+        waiting = self.waiting
+        if waiting:
             for pid, granted in alloc.take_grants():
                 waiting.pop((c, pid)).succeed(granted)
 
@@ -271,18 +316,22 @@ class Simulation:
         """The point-in-time oracle: a read must return ``vol.expected[t]``."""
         self.reads_checked += 1
         if value != vol.expected[t]:
-            self.pit_violations += 1
-            if len(self.violations) < 20:
-                self.violations.append(
-                    {"volume": vol.vid, "track": t, "read": list(value), "expected": list(vol.expected[t]),
-                     "time_us": int(self.env.now)}
-                )
+            self.violation(vol, t, value)
+
+    def violation(self, vol: Volume, t: int, value: tuple[int, ...]) -> None:
+        """A read returned ``value``, not ``vol.expected[t]``: count it (and keep the first 20)."""
+        self.pit_violations += 1
+        if len(self.violations) < 20:
+            self.violations.append(
+                {"volume": vol.vid, "track": t, "read": list(value), "expected": list(vol.expected[t]),
+                 "time_us": int(self.env.now)}
+            )
 
     def wrote(self, vol: Volume, t: int) -> None:
         """A host write dirtied ``vol``'s track ``t``: schedule its destage."""
         if self.auto_destage and t not in vol.destage_scheduled:
             vol.destage_scheduled.add(t)
-            if self.fork and self.faults is None and self.destage_delay > 0:
+            if self._destage_timer:
                 # What spawn() does, one event fewer: the timer is the one
                 # its process would yield first (no event at that time can be
                 # scheduled between this step and that process's start).
@@ -343,8 +392,8 @@ class Simulation:
                 yield cl.ready_event
                 home = self.route[home]  # failed meanwhile: its survivor
                 cl = self.clusters[home]
-        if self.free_pids:
-            pid = self.free_pids.pop()
+        if self.free:
+            pid = self.free.pop().pid
         elif self.next_pid < self.max_processes:
             pid = self.next_pid
             self.next_pid = pid + 1
@@ -366,11 +415,10 @@ class Simulation:
         del self.live[pid]
         if proc.steps or proc.pending:  # pragma: no cover - a flow bug
             raise RuntimeError(f"pid {pid} ({kind}) finished holding {proc.steps}")
-        self._free_pid(pid)
+        self._free(proc)
         now = env.now
         self.t_last = now
         if op >= 0:
-            self.completed_ops += 1
             self.completed[home] += 1
             self.metrics.record_op(op, home, start, now)
         else:
@@ -389,24 +437,19 @@ class Simulation:
             return None
         if home >= 0 and not self.clusters[home].ready:  # (no faults: route[home] is home)
             return None
-        if self.free_pids:
-            pid = self.free_pids.pop()
-        elif self.next_pid < self.max_processes:
-            pid = self.next_pid
-            self.next_pid = pid + 1
-        else:
-            return None
-        spare = self._spare
-        if not spare:
-            proc = Proc(pid, kind, self.env.now, op, home)
-        else:  # a finished fast-started process's record, empty: reused
-            proc = spare.pop()
-            proc.pid = pid
+        if self.free:  # a finished process's record, empty: reused with its pid
+            proc = self.free.pop()
             proc.kind = kind
             proc.start = self.env.now
             proc.op = op
             proc.home = home
-        self.live[pid] = proc
+        elif self.next_pid < self.max_processes:
+            pid = self.next_pid
+            self.next_pid = pid + 1
+            proc = Proc(pid, kind, self.env.now, op, home)
+        else:
+            return None
+        self.live[proc.pid] = proc
         return proc
 
     def run_flow(self, proc: Proc, flow: Generator[Any, Any, Any]) -> None:
@@ -421,33 +464,29 @@ class Simulation:
     def finish(self, proc: Proc) -> None:
         """The end of a fast-started operation (what :meth:`_process` does
         after its flow)."""
-        pid = proc.pid
-        del self.live[pid]
+        del self.live[proc.pid]
         if proc.steps or proc.pending:  # pragma: no cover - a flow bug
-            raise RuntimeError(f"pid {pid} ({proc.kind}) finished holding {proc.steps}")
+            raise RuntimeError(f"pid {proc.pid} ({proc.kind}) finished holding {proc.steps}")
         if self.pid_waiters:
-            self.pid_waiters.popleft().succeed(pid)
+            self.pid_waiters.popleft().succeed(proc.pid)
         else:
-            self.free_pids.append(pid)
-        spare = self._spare
-        if len(spare) < 64:
-            spare.append(proc)
-        now = self.env.now
-        self.t_last = now
+            self.free.append(proc)
+        now = self.t_last = self.env.now
         op = proc.op
         if op >= 0:
-            self.completed_ops += 1
-            self.completed[proc.home] += 1
+            home = proc.home
+            self.completed[home] += 1
             start = proc.start
-            self.metrics.ops += (op, proc.home, start, now - start)  # metrics.record_op
+            self.metrics.ops += (op, home, start, now - start)  # metrics.record_op
         else:
             self.internal_done += 1
 
-    def _free_pid(self, pid: int) -> None:
+    def _free(self, proc: Proc) -> None:
+        # proc ended: its pid to the first start waiting for one, else free.
         if self.pid_waiters:
-            self.pid_waiters.popleft().succeed(pid)
+            self.pid_waiters.popleft().succeed(proc.pid)
         else:
-            self.free_pids.append(pid)
+            self.free.append(proc)
 
     def _ended_by_fault(
         self, proc: Proc, exc: BaseException, kind: str, fn: Callable[..., Any], args: tuple,
@@ -462,7 +501,7 @@ class Simulation:
             self.Process(env, self._process(kind, fn, args, delay, home, op, attempt + 1, start))
 
         failed = faults.ended(proc, exc, op, attempt, restart)
-        self._free_pid(proc.pid)
+        self._free(proc)
         self.t_last = env.now
         if failed and kind == "establish":
             self.flows.establish_failed(args[0])
@@ -673,7 +712,7 @@ class Simulation:
                         leaked += 1
         return RunResult(
             config=self.config,
-            completed_ops=self.completed_ops,
+            completed_ops=sum(self.completed),
             issued_ops=self.issued_ops,
             internal_ops=self.internal_done,
             deadlocked=deadlocked,

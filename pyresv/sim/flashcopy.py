@@ -111,20 +111,27 @@ class FlashCopyFlows:
         """:meth:`host_read` from an event's callback (see above)."""
         sim = self.sim
         c = vol.home
-        tcb = sim.try_acquire(proc, c, 1, False, "read")
+        tcb = sim.take(proc, c, "read")
         if tcb < 0:
             sim.run_flow(proc, self.host_read(proc, vol, t, tcb))
         else:
             sim.after(self.t_read, self._read_served, proc, vol, t, c, tcb)
 
     def _read_served(self, proc: Proc, vol: Volume, t: int, c: int, tcb: int) -> None:
-        value = self._read_value(vol, t)
-        if value is None:  # to be staged: the flow goes on from here
-            self.sim.run_flow(proc, self.host_read(proc, vol, t, tcb))
-            return
+        value = vol.cache[t]
+        if vol.in_rel is not None:  # a target: _read_value decides
+            value = self._read_value(vol, t)
+            if value is None:  # to be staged: the flow goes on from here
+                self.sim.hold(proc, c, "read", tcb)
+                self.sim.run_flow(proc, self.host_read(proc, vol, t, tcb))
+                return
+        elif value is None:
+            value = vol.disk[t]
         sim = self.sim
-        sim.check_read(vol, t, value)
-        sim.release(proc, c, tcb)
+        sim.reads_checked += 1  # sim.check_read
+        if value != vol.expected[t]:
+            sim.violation(vol, t, value)
+        sim.give_back(proc, c, "read", tcb)
         sim.finish(proc)
 
     def _read_value(self, vol: Volume, t: int) -> Content | None:
@@ -161,19 +168,20 @@ class FlashCopyFlows:
         """:meth:`host_write` from an event's callback (see above)."""
         sim = self.sim
         c = vol.home
-        tcb = sim.try_acquire(proc, c, 1, False, "partial-write" if partial else "write")
+        tcb = sim.take(proc, c, "partial-write" if partial else "write")
         if tcb < 0:
             sim.run_flow(proc, self.host_write(proc, vol, t, partial, tcb))
         else:
             sim.after(self.t_write, self._write_served, proc, vol, t, partial, c, tcb)
 
     def _write_served(self, proc: Proc, vol: Volume, t: int, partial: bool, c: int, tcb: int) -> None:
-        if vol.cache[t] is not None and self._cache_is_image(vol, t):  # [0009] first
-            self.sim.run_flow(proc, self.host_write(proc, vol, t, partial, tcb))
-            return
         sim = self.sim
+        if vol.out_rels and vol.cache[t] is not None and self._cache_is_image(vol, t):  # [0009] first
+            sim.hold(proc, c, "partial-write" if partial else "write", tcb)
+            sim.run_flow(proc, self.host_write(proc, vol, t, partial, tcb))
+            return
         self._write(vol, t, partial)
-        sim.release(proc, c, tcb)
+        sim.give_back(proc, c, "partial-write" if partial else "write", tcb)
         sim.wrote(vol, t)
         sim.finish(proc)
 
@@ -222,18 +230,19 @@ class FlashCopyFlows:
             sim.finish(proc)
             return
         c = vol.home
-        tcb = sim.try_acquire(proc, c, 1, False, "destage")
+        tcb = sim.take(proc, c, "destage")
         if tcb < 0:
             sim.run_flow(proc, self.host_destage(proc, vol, t, tcb))
         else:  # destage_track's first step: the track is dirty (checked above)
             sim.after(self.t_destage, self._destage_served, proc, vol, t, c, tcb)
 
     def _destage_served(self, proc: Proc, vol: Volume, t: int, c: int, tcb: int) -> None:
-        if not self._commit(vol, t):  # something to stage or copy first
-            self.sim.run_flow(proc, self.host_destage(proc, vol, t, tcb))
-            return
         sim = self.sim
-        sim.release(proc, c, tcb)
+        if not self._commit(vol, t):  # something to stage or copy first
+            sim.hold(proc, c, "destage", tcb)
+            sim.run_flow(proc, self.host_destage(proc, vol, t, tcb))
+            return
+        sim.give_back(proc, c, "destage", tcb)
         sim.finish(proc)
 
     # -------------------------------------------------------------- flows
