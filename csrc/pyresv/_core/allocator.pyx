@@ -13,7 +13,7 @@ from cpython.long cimport PyLong_AsLongLongAndOverflow, PyLong_CheckExact
 from cpython.buffer cimport PyBUF_C_CONTIGUOUS, PyBUF_FORMAT, PyBuffer_Release, PyObject_CheckBuffer, PyObject_GetBuffer
 from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_RawFree, PyMem_RawMalloc, PyMem_RawRealloc, PyMem_Realloc
 from cpython.number cimport PyIndex_Check, PyNumber_Index
-from libc.stdint cimport INT32_MAX, INT64_MAX, INT64_MIN, int32_t, int64_t, uint8_t, uint64_t
+from libc.stdint cimport INT32_MAX, INT64_MAX, INT64_MIN, int32_t, int64_t, uint8_t, uint32_t, uint64_t
 from libc.limits cimport LLONG_MAX, LLONG_MIN
 from libc.stdlib cimport qsort
 from libc.string cimport memcpy, memmove, memset
@@ -55,7 +55,14 @@ from pyresv.errors import PENDING, AllocatorError, QueueFull
 __all__ = ["DepthPoolAllocator", "PENDING", "AllocatorError", "QueueFull"]
 
 # The request limit (pyresv._validate.SEQ_LIMIT), as a C constant for nogil code.
-cdef int64_t DPA_SEQ_LIMIT = SEQ_LIMIT
+cdef extern from *:
+    """
+    #define PYRESV_SEQ_LIMIT ((int64_t)1 << 62)
+    """
+    int64_t PYRESV_SEQ_LIMIT
+
+if PYRESV_SEQ_LIMIT != SEQ_LIMIT:
+    raise ImportError("pyresv._core: the C request limit differs from pyresv._validate.SEQ_LIMIT")
 
 #: True in the checked build (bounds checks and C asserts on: PYRESV_DEBUG=1).
 _CHECKED = bool(PYRESV_CHECKED)
@@ -402,33 +409,47 @@ cdef inline tcb_t _dpa_acquire(dpa_t* d, proc_t pid, int32_t level) noexcept nog
     """Resolve one request; pid and level are valid.
 
     Returns a TCB id, DPA_PENDING (queued), DPA_QUEUE_FULL or DPA_LIMIT
-    (nothing changed).
+    (nothing changed). The two pool paths are inline (short and branch-light:
+    what a caller inlines); the unreserved pool and the wait queue are
+    :func:`_acquire_unpooled`.
     """
     cdef pool_t* own = &d.owned[_pl(d.levels, pid, level)]
     cdef pool_t p = own[0]
+    cdef level_info_t* L = &d.level[level]
+    cdef int32_t n
+    cdef tcb_t t
     c_assert(0 <= pid < d.max_processes and 1 <= level <= d.levels)
-    cdef level_info_t* L
-    cdef tcb_t u
     # Every counter and ticket is at most the requests served or queued
     # (granted, cancelled <= queued; released <= served + granted), so this
     # one bound keeps every state re-picklable (pyresv._validate.SEQ_LIMIT).
-    if d.served_pool + d.served_unreserved + d.queued >= DPA_SEQ_LIMIT:
+    if d.served_pool + d.served_unreserved + d.queued >= PYRESV_SEQ_LIMIT:
         return DPA_LIMIT
     if p != DPA_NIL:
-        if d.pool_nfree[p] > 0:
-            # FIG 5B blocks 514/516: a TCB of the pid's own pool at this level.
-            d.served_pool += 1
-            return _pool_pop(d, p, level, pid)
+        # FIG 5B blocks 514/516: a TCB of the pid's own pool at this level.
+        n = d.pool_nfree[p] - 1
+        if n < 0:
+            return _acquire_unpooled(d, pid, level, p)
     else:
-        L = &d.level[level]
-        if L.nfree_pools > 0:
-            # FIG 4 block 400, FIG 5A blocks 502/506, FIG 5B blocks 518/522:
-            # a whole pool goes to this pid ([0029]).
-            L.nfree_pools -= 1
-            own[0] = d.free_pools[L.first_pool + L.nfree_pools]
-            d.served_pool += 1
-            return _pool_pop(d, own[0], level, pid)
-    u = d.unres_free
+        if L.nfree_pools == 0:
+            return _acquire_unpooled(d, pid, level, p)
+        # FIG 4 block 400, FIG 5A blocks 502/506, FIG 5B blocks 518/522:
+        # a whole pool goes to this pid ([0029]). A free pool is wholly free.
+        L.nfree_pools -= 1
+        p = d.free_pools[L.first_pool + L.nfree_pools]
+        own[0] = p
+        n = L.size - 1
+        c_assert(d.pool_nfree[p] == L.size)
+    c_assert(0 <= p - L.first_pool < L.pools and 0 <= n < L.size)
+    t = d.pool_stack[L.base + (p - L.first_pool) * L.size + n]
+    d.pool_nfree[p] = n
+    d.holder[t] = pid
+    d.served_pool += 1
+    return t
+
+
+cdef tcb_t _acquire_unpooled(dpa_t* d, proc_t pid, int32_t level, pool_t p) noexcept nogil:
+    """The rest of :func:`_dpa_acquire`: no TCB of a pool for pid (``p``: the pool it owns, or DPA_NIL)."""
+    cdef tcb_t u = d.unres_free
     if u != DPA_NIL:
         # FIG 4 block 408, FIG 5A block 508: the unreserved pool.
         d.unres_free = d.unres_next[u]
@@ -445,7 +466,45 @@ cdef inline tcb_t _dpa_acquire(dpa_t* d, proc_t pid, int32_t level) noexcept nog
 
 
 cdef inline void _dpa_release(dpa_t* d, tcb_t tcb) noexcept nogil:
-    """Release held ``tcb``; the grants buffer has room for ``npending`` grants."""
+    """Release held ``tcb``; the grants buffer has room for ``npending`` grants.
+
+    Inline, the common case: a reserved TCB while nothing pends, so nobody
+    can be granted it (FIG 6A blocks 602-608 with no waiter). Everything
+    else is :func:`_release_general`.
+    """
+    cdef proc_t owner = d.holder[tcb]
+    cdef int32_t lv = 1, l, n
+    cdef level_info_t* L
+    cdef pool_t k
+    cdef tcb_t base
+    c_assert(0 <= tcb < d.total and 0 <= owner < d.max_processes)
+    if d.q.npending != 0 or tcb >= d.reserved_total:
+        _release_general(d, tcb)
+        return
+    d.holder[tcb] = DPA_NIL
+    d.released += 1
+    # _locate, spelled out so that the level's record is at hand.
+    for l in range(1, d.levels):
+        lv += tcb >= d.level[l].end
+    L = &d.level[lv]
+    k = <pool_t>((<uint64_t>(tcb - L.base) * L.size_magic) >> L.size_shift)
+    base = L.base + k * L.size
+    k += L.first_pool
+    # FIG 6A block 602: back to its pool.
+    n = d.pool_nfree[k]
+    d.pool_stack[base + n] = tcb
+    n += 1
+    d.pool_nfree[k] = n
+    if n == L.size:
+        # Blocks 604/606: wholly free, so the pool is disowned; 608: nobody
+        # waits, so it goes back on its level's free-pool stack.
+        d.owned[_pl(d.levels, owner, lv)] = DPA_NIL
+        d.free_pools[L.first_pool + L.nfree_pools] = k
+        L.nfree_pools += 1
+
+
+cdef void _release_general(dpa_t* d, tcb_t tcb) noexcept nogil:
+    """Release held ``tcb``, any case (the grants buffer has room for ``npending`` grants)."""
     cdef proc_t owner = d.holder[tcb]
     cdef proc_t pid
     cdef int32_t level = 0
@@ -513,10 +572,20 @@ cdef inline int _release_ready(dpa_t* d) noexcept nogil:
     return _grants_grow(&d.grants, d.q.npending)
 
 
+cdef inline int _release_held(dpa_t* d, tcb_t tcb) noexcept nogil:
+    """Release held ``tcb``: 0, or DPA_NO_MEMORY (the grants buffer could not grow; nothing changed)."""
+    # Nothing pending: no grant can follow (and len <= cap always).
+    if d.q.npending != 0 and _release_ready(d) < 0:
+        return DPA_NO_MEMORY
+    _dpa_release(d, tcb)
+    return 0
+
+
 # ------------------------------------------------------------ public C API
 
 cdef tcb_t dpa_try_acquire(dpa_t* d, proc_t pid, int32_t level) noexcept nogil:
-    if pid < 0 or pid >= d.max_processes or level < 1 or level > d.levels:
+    # One unsigned compare each: a negative value wraps to a huge one.
+    if <uint32_t>pid >= <uint32_t>d.max_processes or <uint32_t>(<uint32_t>level - 1) >= <uint32_t>d.levels:
         return DPA_BAD_ARG
     return _dpa_acquire(d, pid, level)
 
@@ -624,12 +693,9 @@ cdef Py_ssize_t dpa_acquire_many(
 
 
 cdef int dpa_try_release(dpa_t* d, tcb_t tcb) noexcept nogil:
-    if tcb < 0 or tcb >= d.total or d.holder[tcb] == DPA_NIL:
+    if <uint32_t>tcb >= <uint32_t>d.total or d.holder[tcb] == DPA_NIL:
         return DPA_BAD_ARG
-    if _release_ready(d) < 0:
-        return DPA_NO_MEMORY
-    _dpa_release(d, tcb)
-    return 0
+    return _release_held(d, tcb)
 
 
 cdef Py_ssize_t dpa_release_many(dpa_t* d, const tcb_t* tcbs, Py_ssize_t n, int* code) noexcept nogil:
@@ -813,25 +879,70 @@ cdef int32_t dpa_pending(dpa_t* d, proc_t pid) noexcept nogil:
 
 cdef extern from *:
     """
-    /* A one-digit int (|v| < 2**30, every id in practice) read in place:
-       1 and *out set, else 0 (then take the general path). */
+    /* An exact int of one digit (|v| < 2**30, every id in practice) read
+       in place: 1 and *out set, else 0 (then take the general path). */
+    #if defined(__GNUC__) || defined(__clang__)
+    #define PYRESV_LIKELY(x) __builtin_expect(!!(x), 1)
+    #else
+    #define PYRESV_LIKELY(x) (x)
+    #endif
     static inline int pyresv_small_int(PyObject* o, long long* out) {
+        if (!PYRESV_LIKELY(PyLong_CheckExact(o))) return 0;
     #if PY_VERSION_HEX >= 0x030C0000
-        if (PyUnstable_Long_IsCompact((PyLongObject*)o)) {
+        if (PYRESV_LIKELY(PyUnstable_Long_IsCompact((PyLongObject*)o))) {
             *out = (long long)PyUnstable_Long_CompactValue((PyLongObject*)o);
             return 1;
         }
         return 0;
     #else
+        /* Size -1, 0 or 1: the value is size * digit[0] (CPython's own
+           medium_value; an int always has one digit allocated). */
         Py_ssize_t size = Py_SIZE(o);
-        if (size == 0) { *out = 0; return 1; }
-        if (size == 1) { *out = (long long)((PyLongObject*)o)->ob_digit[0]; return 1; }
-        if (size == -1) { *out = -(long long)((PyLongObject*)o)->ob_digit[0]; return 1; }
+        if (PYRESV_LIKELY((size_t)size + 1U < 3U)) {
+            *out = (long long)size * (long long)((PyLongObject*)o)->ob_digit[0];
+            return 1;
+        }
         return 0;
     #endif
     }
     """
     int pyresv_small_int(object o, long long* out)
+
+
+cdef extern from *:
+    """
+    /* The ids a method returns, boxed once (as CPython shares -5..256):
+       pyresv_boxed[v + 1] is the int v for -1 (PENDING) <= v < PYRESV_NBOXED. */
+    #define PYRESV_NBOXED 1024
+    static PyObject* pyresv_boxed[PYRESV_NBOXED + 1];
+
+    static int pyresv_box_init(void) {
+        int i;
+        if (pyresv_boxed[0] != NULL) return 0;
+        for (i = 0; i <= PYRESV_NBOXED; i++) {
+            PyObject* o = PyLong_FromLong(i - 1);
+            if (o == NULL) return -1;
+            pyresv_boxed[i] = o;
+        }
+        return 0;
+    }
+
+    /* A new reference to the int v, or NULL (an exception set). */
+    static inline PyObject* pyresv_box(int32_t v) {
+        uint32_t i = (uint32_t)v + 1u;
+        if (i <= PYRESV_NBOXED) {
+            PyObject* o = pyresv_boxed[i];
+            Py_INCREF(o);
+            return o;
+        }
+        return PyLong_FromLong(v);
+    }
+    """
+    int pyresv_box_init() except -1
+    object pyresv_box(int32_t v)
+
+
+pyresv_box_init()
 
 
 cdef inline int _int_arg(object o, long long* out) except -1:
@@ -840,11 +951,17 @@ cdef inline int _int_arg(object o, long long* out) except -1:
 
     The one rule of ``pyresv._validate.as_index``: what ``operator.index``
     accepts, but bools. Small ints are read in place (no call, no reference
-    taken); everything else goes to :func:`_int_arg_slow`.
+    taken); everything else goes to :func:`_int_arg_slow`, through a
+    local of its own, so that the caller's variable never has its address
+    taken and stays in a register.
     """
-    if PyLong_CheckExact(o) and pyresv_small_int(o, out):
+    cdef long long v = 0
+    cdef int rc
+    if pyresv_small_int(o, out):
         return 0
-    return _int_arg_slow(o, out)
+    rc = _int_arg_slow(o, &v)
+    out[0] = v
+    return rc
 
 
 cdef int _int_arg_slow(object o, long long* out) except -1:
@@ -1252,9 +1369,10 @@ cdef class DepthPoolAllocator:
         # Arguments first (an __index__ or __bool__ may run Python code and
         # let another thread start a batch), then the one flag test, then
         # the state, with nothing in between that could let a thread run.
-        if _int_arg(pid, &p) != 0 or p < 0 or p >= d.max_processes:
+        # A range check is one unsigned compare (a negative value wraps).
+        if _int_arg(pid, &p) != 0 or <uint64_t>p >= <uint64_t>d.max_processes:
             _raise_bad_pid(pid, d.max_processes)
-        if _int_arg(depth, &dep) != 0 or dep < 1 or dep > d.levels:
+        if _int_arg(depth, &dep) != 0 or <uint64_t>(<uint64_t>dep - 1) >= <uint64_t>d.levels:
             _raise_bad_depth(depth, d.levels)
         level = <int32_t>dep
         if remote:
@@ -1262,12 +1380,12 @@ cdef class DepthPoolAllocator:
             if level > d.levels:
                 _raise_bad_remote(depth, d.levels)
         _idle(self._busy)
-        t = dpa_try_acquire(d, <proc_t>p, level)
-        if t < DPA_PENDING:  # DPA_QUEUE_FULL or DPA_LIMIT (the arguments were checked above)
+        t = _dpa_acquire(d, <proc_t>p, level)  # dpa_try_acquire, the arguments checked above
+        if t < DPA_PENDING:  # DPA_QUEUE_FULL or DPA_LIMIT
             if t == DPA_LIMIT:
                 _raise_limit(<proc_t>p, level)
             _raise_full(d, <proc_t>p, level)
-        return t
+        return pyresv_box(t)
 
     def release(self, tcb):
         """Return a held TCB (FIG 6A/6B); it may be granted to a waiter at once.
@@ -1279,12 +1397,11 @@ cdef class DepthPoolAllocator:
         cdef long long t = 0
         cdef int rc = _int_arg(tcb, &t)
         _idle(self._busy)
-        if rc != 0 or t < 0 or t >= d.total:
+        # dpa_try_release, spelled out: not an id, or free (DPA_BAD_ARG) ...
+        if rc != 0 or <uint64_t>t >= <uint64_t>d.total or d.holder[t] == DPA_NIL:
             _raise_bad_release(d, tcb)
-        rc = dpa_try_release(d, <tcb_t>t)
-        if rc != 0:
-            if rc == DPA_BAD_ARG:  # free
-                _raise_bad_release(d, tcb)
+        # ... or DPA_NO_MEMORY.
+        if _release_held(d, <tcb_t>t) != 0:
             raise MemoryError("cannot grow the grants buffer")
 
     @property
