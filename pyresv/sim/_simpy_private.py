@@ -25,7 +25,7 @@ What it mirrors:
 
 from __future__ import annotations
 
-from heapq import heappop, heappush
+from heapq import heapify, heappop, heappush
 from operator import attrgetter
 from typing import TYPE_CHECKING, Any, Callable, Generator
 
@@ -168,35 +168,67 @@ def call_after(env: simpy.Environment, delay: float, fn: Callable[..., None], *a
 
 def scheduler(env: simpy.Environment) -> Callable[..., None]:
     """:func:`call_after` bound to ``env``, for a caller whose delays are
-    never negative (checked where they are configured): the same heap entry,
-    without the check and the binding of ``env`` per call."""
+    never negative (checked where they are configured) and whose run is
+    :func:`run_before`'s: the same place in the heap, without the check, the
+    binding of ``env`` per call, or the :class:`Timer` (its timer is the plain
+    tuple ``(fn, args)``, which ``Environment.step`` cannot run)."""
     queue: list[Any] = env._queue
     eid = env._eid
 
     def after(delay: float, fn: Callable[..., None], *args: Any) -> None:
-        heappush(queue, (env._now + delay, NORMAL, next(eid), _timer(Timer, (fn, args))))
+        heappush(queue, (env._now + delay, NORMAL, next(eid), (fn, args)))
 
     return after
+
+
+class _Until:
+    """:func:`run_before`'s mark in the heap."""
+
+
+#: Before every event of its time: SimPy's priorities are URGENT (0) and NORMAL (1).
+_MARK_PRIORITY = -1
 
 
 def run_before(env: simpy.Environment, until: float) -> bool:
     """Process every event scheduled before ``until``; whether any event is left.
 
     ``Environment.step`` in a loop, inlined (the run's hottest loop), which
-    calls a :class:`Timer` at once. A :class:`simpy.core.StopSimulation`
-    raised by a callback is not handled: the simulator raises none."""
+    calls a timer (of :func:`scheduler` or a :class:`Timer`) at once. Rather
+    than compare every event's time with ``until``, it puts a mark in the heap
+    at ``until``, before the events of that time, and stops when it comes out.
+    A :class:`simpy.core.StopSimulation` raised by a callback is not handled:
+    the simulator raises none."""
     queue: list[Any] = env._queue
-    while queue and queue[0][0] < until:
-        env._now, _, _, event = heappop(queue)
-        if event.__class__ is Timer:
-            fn, args = event
-            fn(*args)
-            continue
-        callbacks, event.callbacks = event.callbacks, None
-        for callback in callbacks:
-            callback(event)
-        if not event._ok and not hasattr(event, "_defused"):
-            exc = type(event._value)(*event._value.args)
-            exc.__cause__ = event._value
-            raise exc
-    return bool(queue)
+    mark = (until, _MARK_PRIORITY, 0, _Until)
+    heappush(queue, mark)
+    try:
+        while True:
+            now, _, _, event = heappop(queue)
+            if event.__class__ is tuple:  # a scheduler() timer
+                env._now = now
+                fn, args = event
+                fn(*args)
+                continue
+            if event is _Until:
+                return bool(queue)
+            env._now = now
+            if event.__class__ is Timer:
+                fn, args = event
+                fn(*args)
+                continue
+            callbacks, event.callbacks = event.callbacks, None
+            for callback in callbacks:
+                callback(event)
+            if not event._ok and not hasattr(event, "_defused"):
+                exc = type(event._value)(*event._value.args)
+                exc.__cause__ = event._value
+                raise exc
+    except BaseException:
+        # Out of the run with an exception: the mark leaves the heap too.
+        for k, entry in enumerate(queue):
+            if entry is mark:
+                queue[k] = queue[-1]
+                queue.pop()
+                heapify(queue)
+                break
+        raise

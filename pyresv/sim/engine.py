@@ -69,6 +69,20 @@ TraceEvent = tuple[float, int, int, str, int, str]
 class Simulation:
     """One run's state and the engine primitives the flows use."""
 
+    # Slots: the run reads these attributes on every step, and an instance
+    # dict of more than 30 keys is not shared, which makes each read about
+    # twice as slow (CPython 3.11); ``__dict__`` keeps room for others.
+    __slots__ = (
+        "C", "Process", "_before", "_destage_timer", "_fast", "after", "allocator_cls",
+        "allocators", "auto_destage", "clusters", "completed", "config", "destage_delay", "env",
+        "faults", "flows", "fork", "free", "held", "init", "internal_done", "issued_ops",
+        "latency", "levels", "live", "max_processes", "metrics", "next_pid", "peak_held",
+        "peak_queued", "pid_waiters", "pit_violations", "queued", "reads_checked", "relationships",
+        "route", "t_last", "tcbs_per_cluster", "timeout", "trace", "version", "violations",
+        "volumes", "waiting",
+        "__dict__",
+    )
+
     def __init__(
         self,
         config: Config,
@@ -432,9 +446,8 @@ class Simulation:
     # service time. Its end is :meth:`finish`, the end of :meth:`_process`.
     def new_proc(self, kind: str, op: int, home: int) -> Proc | None:
         """A process record with a fresh pid for the fast start, or None when
-        the operation must start as :meth:`_process` instead."""
-        if not self._fast:
-            return None
+        the operation must start as :meth:`_process` instead. Only when the
+        fast start may be used (``_fast``: forked SimPy, no faults)."""
         if home >= 0 and not self.clusters[home].ready:  # (no faults: route[home] is home)
             return None
         if self.free:  # a finished process's record, empty: reused with its pid
@@ -547,6 +560,7 @@ class Simulation:
         new_proc = self.new_proc
         Process = self.Process
         fork = self.fork
+        quick = self._fast
         after = self.after
         handlers = (flows.host_read, flows.host_write, flows.host_write, flows.host_destage)
         read_now, write_now, destage_now = flows.read_now, flows.write_now, flows.destage_now
@@ -559,19 +573,20 @@ class Simulation:
             # the first call runs inside a process, at time 0.
             nonlocal i, now
             fast = from_timer and fork
-            j = i
+            # From its timer, times[i] is now's (the timer was set for it).
+            j = i + 1 if from_timer else i
             while j < n and times[j] <= now:
                 j += 1
             if j < n:  # the next arrival time's timeout first, as before
                 at = times[j]
                 after(at - now, arrive, True)
                 now = at
+            self.issued_ops = j
             for x in range(i, j):
                 k = kinds[x]
                 vol = volumes[vols[x]]
                 t = tracks[x]
-                self.issued_ops += 1
-                proc = new_proc(OP_CODES[k], k, vol.home) if fast else None
+                proc = new_proc(OP_CODES[k], k, vol.home) if from_timer and quick else None
                 if proc is not None:
                     if k == 0:
                         read_now(proc, vol, t)
