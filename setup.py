@@ -44,6 +44,15 @@ extensions = [
         define_macros=define_macros,
         undef_macros=undef_macros,
     ),
+    # The drop-in DepthResource(env, capacity=N) of pyresv.adapters.simpy,
+    # compiled (private; the adapter keeps the pure-Python reference).
+    Extension(
+        "pyresv._core._simpy_fast",
+        ["csrc/pyresv/_core/_simpy_fast.pyx"],
+        extra_compile_args=extra_compile_args,
+        define_macros=define_macros,
+        undef_macros=undef_macros,
+    ),
 ]
 
 

@@ -6,8 +6,9 @@ and on pyresv's, and assert one literal trace for both: SimPy is the oracle.
 
 from __future__ import annotations
 
+import contextlib
 import re
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import matplotlib
 import pytest
@@ -17,6 +18,7 @@ from hypothesis import strategies as st
 from simpy.resources.resource import Preempted
 
 import pyresv
+import pyresv.adapters.simpy as simpy_adapter
 from pyresv.adapters.simpy import (
     TESTED_SIMPY,
     DepthPreemptiveResource,
@@ -35,15 +37,31 @@ SIMPY = {"resource": simpy.Resource, "priority": simpy.PriorityResource, "preemp
 DEPTH = {"resource": DepthResource, "priority": DepthPriorityResource, "preemptive": DepthPreemptiveResource}
 
 
-@pytest.fixture(params=["simpy", "depth"])
-def make(request: pytest.FixtureRequest) -> Callable[..., Any]:
-    """``make(env, capacity, kind="resource")``: SimPy's class, then pyresv's (default levels)."""
+@contextlib.contextmanager
+def python_path() -> Iterator[None]:
+    """Resources made inside run the pure-Python path alone (not the compiled drop-in)."""
+    saved = simpy_adapter._FlatCore
+    simpy_adapter._FlatCore = None
+    try:
+        yield
+    finally:
+        simpy_adapter._FlatCore = saved
+
+
+@pytest.fixture(params=["simpy", "depth", "depth-python"])
+def make(request: pytest.FixtureRequest) -> Iterator[Callable[..., Any]]:
+    """``make(env, capacity, kind="resource")``: SimPy's class, then pyresv's (default levels),
+    then pyresv's on the pure-Python path alone."""
     table = SIMPY if request.param == "simpy" else DEPTH
 
     def build(env: simpy.Environment, capacity: int = 1, kind: str = "resource") -> Any:
         return table[kind](env, capacity=capacity)
 
-    return build
+    if request.param == "depth-python":
+        with python_path():
+            yield build
+    else:
+        yield build
 
 
 def assert_clean(res: DepthResource) -> None:
@@ -1017,6 +1035,83 @@ def test_random_models_give_simpys_trace(kind, capacity, users):
     # req | env.timeout(x), preemption: the whole trace is SimPy's.
     expected = _run_random_model(SIMPY[kind], kind, capacity, users)
     assert _run_random_model(DEPTH[kind], kind, capacity, users) == expected
+    if kind == "resource":  # the drop-in's pure-Python path too (the compiled one runs above)
+        with python_path():
+            assert _run_random_model(DepthResource, kind, capacity, users) == expected
+
+
+# ------------------------------------------------------- the compiled drop-in
+try:
+    from pyresv._core import _simpy_fast  # noqa: F401
+
+    COMPILED = True
+except ImportError:
+    COMPILED = False
+
+
+@pytest.mark.skipif(not COMPILED, reason="the core is not built")
+def test_the_drop_in_form_runs_compiled_and_nothing_else_does():
+    # DepthResource(env, capacity=N) over the compiled core: request(), the requests'
+    # __exit__ and the trigger event run in pyresv._core._simpy_fast. Every other form
+    # (levels, a monitor, the priority classes, another allocator class, a subclass
+    # with its own request) keeps the pure-Python path.
+    env = simpy.Environment()
+    res = DepthResource(env, capacity=2)
+    assert type(res._rel).__name__ == "FlatCore" and res.request.__self__ is res._rel
+    req = res.request()
+    assert req._core is res._rel and req.tcb == 0 and res.users == [req]
+    explicit = res.request(0)  # a named pid: the pure-Python path, on the same resource
+    assert not hasattr(explicit, "_core") and res.users == [req, explicit]
+
+    class Counting(DepthResource):
+        calls = 0
+
+        def request(self, pid=None, depth=None, remote=False):
+            Counting.calls += 1
+            return super().request(pid, depth, remote)
+
+    others = [
+        DepthResource(env, capacity=2, levels=2),
+        DepthResource(env, capacity=2, monitor=True),
+        DepthPriorityResource(env, capacity=2),
+        DepthPreemptiveResource(env, capacity=2),
+        DepthResource(env, pyresv.reference.DepthPoolAllocator([(0, 1)], 2)),
+        Counting(env, capacity=2),
+    ]
+    for other in others:
+        assert type(other._rel).__name__ == "_Count", other
+    with others[-1].request():
+        pass
+    assert Counting.calls == 1
+
+
+def _request_attributes(python: bool) -> list[tuple[Any, ...]]:
+    """What a model sees of its requests at every step, on one path of the drop-in form."""
+    log: list[tuple[Any, ...]] = []
+
+    def user(env: simpy.Environment, res: Any, i: int) -> Any:
+        for k in range(3):
+            with res.request() as req:
+                log.append((env.now, i, "ask", req.triggered, req.tcb, req.usage_since, req.pid, req.level))
+                yield req
+                log.append((env.now, i, "got", req.value, req.ok, req.tcb, req.usage_since, res.count,
+                            len(res.queue), [u.tcb for u in res.users]))
+                yield env.timeout(k % 2)
+            log.append((env.now, i, "out", req.tcb, req.usage_since, res.count, len(res.queue)))
+
+    with python_path() if python else contextlib.nullcontext():
+        env = simpy.Environment()
+        res = DepthResource(env, capacity=2)
+    for i in range(5):
+        env.process(user(env, res, i))
+    env.run()
+    assert_clean(res)
+    return log
+
+
+def test_the_compiled_and_python_paths_make_the_same_requests():
+    # Not only the trace: every attribute a model can read of its requests.
+    assert _request_attributes(python=False) == _request_attributes(python=True)
 
 
 # ----------------------------------------------------------------- levels=D

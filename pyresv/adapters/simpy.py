@@ -33,6 +33,11 @@ request joins the queue behind the requests already granted a freed unit
 but not yet served, as SimPy appends it to ``put_queue``: it never overtakes
 them, even when the allocator has another unit free for it.
 
+When the core is built, the drop-in form (one level, no monitor, over the
+compiled allocator) runs its ``request()``, its requests' ``__exit__`` and
+its trigger event in ``pyresv._core._simpy_fast``, step for step as the
+pure-Python path here, which stays the reference (and serves every other form).
+
 This module uses SimPy's internals (``Environment._active_proc``, ``_now``,
 ``_queue``, ``_eid``, ``Event._value``/``_ok``); :data:`TESTED_SIMPY` lists the versions they were
 checked against, and a test fails when another is installed.
@@ -43,7 +48,7 @@ from __future__ import annotations
 import itertools
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Iterator, NamedTuple, Protocol, Sequence, cast, overload
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, NamedTuple, Protocol, Sequence, cast, overload
 
 import simpy
 from heapq import heappush
@@ -56,6 +61,16 @@ from simpy.resources.resource import Preempted, SortedQueue
 from pyresv._factory import Allocator, allocator_class
 from pyresv.adapters._simpy_tasks import Family, Task, family_of
 from pyresv.errors import AllocatorError
+
+if TYPE_CHECKING:
+    from pyresv._core._simpy_fast import FlatCore
+
+try:  # the compiled fast path of the drop-in form (pyresv._core._simpy_fast)
+    from pyresv._core import _simpy_fast
+    from pyresv._core.allocator import DepthPoolAllocator as _CompiledAllocator
+except ImportError:  # the core is not built: the pure-Python path alone
+    _simpy_fast = None  # type: ignore[assignment]
+    _CompiledAllocator = None  # type: ignore[assignment,misc]
 
 __all__ = [
     "DepthPreemptiveResource",
@@ -79,6 +94,15 @@ TESTED_SIMPY = ("4.1.2",)
 
 _names = itertools.count()
 _new = object.__new__
+
+
+class _Count:
+    """The number of a resource's release/trigger events scheduled and not yet processed."""
+
+    __slots__ = ("n",)
+
+    def __init__(self) -> None:
+        self.n = 0
 
 
 class TicketAllocator(Allocator, Protocol):
@@ -208,18 +232,23 @@ class DepthRequest(Event):
     left. :attr:`tcb` is the allocator's TCB id while the request is a user.
     """
 
-    # Slots for what every request stores; the optional attributes below live
-    # in the instance dict (Event has one) with class defaults, so the hot path
-    # stores only what it must.
-    __slots__ = ("env", "callbacks", "_value", "_ok", "_defused", "resource", "proc")
+    # Slots for what every request stores (every constructor sets them; the
+    # compiled fast path writes them by offset); the optional attributes below
+    # live in the instance dict (Event has one) with class defaults, so the
+    # hot path stores only what it must.
+    __slots__ = (
+        "env", "callbacks", "_value", "_ok", "_defused", "resource", "proc", "usage_since", "_tcb", "_ticket",
+        "_core",
+    )  # fmt: skip
 
     #: The request's pid (task tree) and level; 0 and 1 on a resource of one level.
     pid: int = 0
     level: int = 1
     #: The simulation time at which the request was granted (SimPy's ``usage_since``).
-    usage_since: float | None = None
-    _tcb = -1  # the TCB while granted (ready or user), else -1
-    _ticket = -1  # the allocator's ticket while pending there, else -1
+    usage_since: float | None
+    _tcb: int  # the TCB while granted (ready or user), else -1
+    _ticket: int  # the allocator's ticket while pending there, else -1
+    _core: Any  # the resource's compiled fast path, if it made this request (unset otherwise)
     _task: Task | None = None  # the task of an implicit request
 
     resource: DepthResource
@@ -281,9 +310,16 @@ class DepthRequest(Event):
                         res._granted()
                 else:
                     res._free(tcb, self)
-        res._releases += 1
+        res._rel.n += 1
         env = res._env
         heappush(env._queue, (env._now, _NORMAL, next(env._eid), res._trigger_ev))
+
+    if _simpy_fast is not None:
+        # The pure-Python __exit__ above stays the reference: the compiled one
+        # runs it for every request the compiled fast path did not make.
+        _exit_py = __exit__
+        __enter__ = _simpy_fast.request_enter  # noqa: F811
+        __exit__ = _simpy_fast.request_exit  # noqa: F811
 
     def cancel(self) -> None:
         """Withdraw the request if it still waits; no effect once granted or withdrawn."""
@@ -327,6 +363,13 @@ class _Trigger(Event):
     """
 
     __slots__ = ("env", "callbacks", "_value", "_ok", "_defused")
+
+
+# The compiled fast path: a FlatCore per drop-in resource (DepthResource.__init__).
+_FlatCore = None
+if _simpy_fast is not None:
+    _simpy_fast.setup(DepthRequest, _Trigger, _PENDING, _NORMAL, DepthRequest._exit_py)
+    _FlatCore = _simpy_fast.FlatCore
 
 
 class DepthRelease(Event):
@@ -425,7 +468,9 @@ class DepthResource:
         self._held: dict[int, DepthRequest] = {}  # tcb -> the user it serves, in grant order
         self._waiting: dict[int, DepthRequest] = {}  # ticket -> request pending in the allocator
         self._ready: deque[DepthRequest] = deque()  # granted, triggered at the next trigger point
-        self._releases = 0  # Release events scheduled and not yet processed
+        # Release events scheduled and not yet processed: _rel.n (the compiled
+        # fast path keeps the count, when there is one).
+        self._rel: _Count | FlatCore = _Count()
         # A single level of unreserved units only: every request is alike, so the
         # pid is 0 and no task tree is kept; one waiter is served per trigger point.
         st = alloc.stats()
@@ -450,6 +495,18 @@ class DepthResource:
         self._fast = self._flat and self.monitor is None
         if self.monitor is not None:
             self._note()
+        elif (
+            self._fast
+            and _FlatCore is not None
+            and type(alloc) is _CompiledAllocator
+            and type(self).request is DepthResource.request
+            and type(self)._trigger_processed is DepthResource._trigger_processed
+        ):
+            # Compiled: request() (an instance attribute, before the method), the
+            # requests' __exit__ and the trigger event's processing.
+            core = self._rel = _FlatCore(self, env, alloc, self._held, self._waiting, self._ready, trig)
+            self._trigger_cbs = trig.callbacks = core.trigger_callbacks
+            self.request = core.request  # type: ignore[method-assign]
 
     # SimPy's surface -----------------------------------------------------
     @property
@@ -525,6 +582,8 @@ class DepthResource:
             req.callbacks = []
             req.resource = self
             req.proc = env._active_proc
+            req.usage_since = None
+            req._tcb = req._ticket = -1
             tcb = self._acquire(0)
             ready = self._ready
             if tcb >= 0 and not ready:
@@ -549,7 +608,7 @@ class DepthResource:
                     first.usage_since = now = env._now
                     self._held[first._tcb] = first
                     heappush(env._queue, (now, _NORMAL, next(env._eid), first))
-                    if ready and not self._releases:
+                    if ready and not self._rel.n:
                         self._serve(False)
             if self.monitor is not None:
                 self._note()
@@ -567,6 +626,8 @@ class DepthResource:
         req.callbacks = []
         req.resource = self
         req.proc = proc = env._active_proc
+        req.usage_since = None
+        req._tcb = req._ticket = -1
         task = self._tasks.get(proc)  # type: ignore[arg-type]  # None is never a key
         if task is None:
             task = self._family.register(proc) if proc is not None else self._family.orphan()
@@ -617,6 +678,8 @@ class DepthResource:
         req.callbacks = []
         req.resource = self
         req.proc = env._active_proc
+        req.usage_since = None
+        req._tcb = req._ticket = -1
         task, pid, depth, remote = self._name(req, pid, depth, remote)
         try:
             tcb = self._acquire(pid, depth, remote)  # raises before any change
@@ -710,7 +773,7 @@ class DepthResource:
             del held[tcb]
             request._tcb = -1
             self._free(tcb, request)
-        self._releases += 1
+        self._rel.n += 1
         env.schedule(rel)
         return rel
 
@@ -773,20 +836,20 @@ class DepthResource:
         unit waits for a trigger point that will not come.
         """
         self._serve_one()
-        if self._ready and (not one or not self._releases):
+        if self._ready and (not one or not self._rel.n):
             while self._ready:
                 self._serve_one()
 
     def _release_processed(self, event: Event) -> None:
         """A release event is processed: a trigger point, as SimPy's ``_trigger_put``."""
-        self._releases -= 1
+        self._rel.n -= 1
         if self._ready:
             self._serve(self._flat)
 
     def _trigger_processed(self, event: Event) -> None:
         """The trigger event is processed: re-arm it, then the same trigger point."""
         event.callbacks = self._trigger_cbs
-        self._releases -= 1
+        self._rel.n -= 1
         if self._ready:
             self._serve(self._flat)
 
@@ -806,7 +869,7 @@ class DepthResource:
             tcb = req._tcb
             req._tcb = -1
             self._free(tcb, req)  # the next waiter gets it at a trigger point
-            if self._ready and (not self._flat or not self._releases):
+            if self._ready and (not self._flat or not self._rel.n):
                 self._serve(False)
 
     def _note(self) -> None:
@@ -915,6 +978,8 @@ class DepthPriorityResource(DepthResource):
         req.resource = self
         req.proc = env._active_proc
         req._value = _PENDING
+        req.usage_since = None
+        req._tcb = req._ticket = -1
         task, pid, depth, remote = self._name(req, pid, depth, remote)
         req.priority = priority
         req.preempt = preempt
@@ -993,13 +1058,13 @@ class DepthPriorityResource(DepthResource):
         return False
 
     def _release_processed(self, event: Event) -> None:
-        self._releases -= 1
+        self._rel.n -= 1
         if self._pqueue:
             self._trigger()
 
     def _trigger_processed(self, event: Event) -> None:
         event.callbacks = self._trigger_cbs
-        self._releases -= 1
+        self._rel.n -= 1
         if self._pqueue:
             self._trigger()
 
