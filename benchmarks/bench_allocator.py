@@ -396,3 +396,44 @@ class Baselines:
 for _name in dir(Baselines):
     if _name.startswith("track_"):
         getattr(Baselines, _name).unit = "ns" if _name.endswith("_ns") else "x"
+
+
+class CallFloors:
+    """The per-call pair over two call floors, in an interleaved measurement of its own.
+
+    ``acquire``/``release`` are built-in methods (binding=False), which CPython
+    calls straight from its eval loop; ``Floor``'s trivial methods are Cython
+    function objects (Cython's default), each call about 100 instructions
+    dearer. ``BuiltinFloor`` has the same trivial methods as built-in methods:
+    ``track_per_call_over_builtin_floor`` is the like-for-like ratio, what the
+    core's own work costs over a call.
+    """
+
+    timeout = 300
+
+    def setup_cache(self) -> dict[str, float]:
+        from pyresv._core import _baselines
+
+        core = pyresv.DepthPoolAllocator(fig3_depths(3, 4), 32)
+        floor, builtin = _baselines.Floor(), _baselines.BuiltinFloor()
+        p, lv = _random_pairs(N_PER_CALL)
+        pairs = list(zip(p.tolist(), lv.tolist()))
+        fns = {
+            "core": lambda: _per_call(core, pairs),
+            "floor": lambda: _per_call(floor, pairs),
+            "builtin_floor": lambda: _per_call(builtin, pairs),
+        }
+        return {name: t / N_PER_CALL for name, t in cpu_medians(fns, 9).items()}
+
+    def track_per_call_over_builtin_floor(self, m: dict[str, float]) -> float:
+        return m["core"] / m["builtin_floor"]
+
+    def track_builtin_floor_over_floor(self, m: dict[str, float]) -> float:
+        return m["builtin_floor"] / m["floor"]
+
+    def track_builtin_floor_ns(self, m: dict[str, float]) -> float:
+        return m["builtin_floor"] * 1e9
+
+    track_per_call_over_builtin_floor.unit = "x"
+    track_builtin_floor_over_floor.unit = "x"
+    track_builtin_floor_ns.unit = "ns"

@@ -145,6 +145,23 @@ def test_the_constructor_has_a_signature() -> None:
     assert (a.unreserved, a.max_processes, a.max_waiters, a.wake) == (2, 65536, 65536, "deepest")
 
 
+def test_acquire_and_release_are_built_in_methods_with_signatures() -> None:
+    # Built-in methods (binding=False) are called by CPython's eval loop
+    # directly, about 100 instructions a call below a Cython function object;
+    # their signature comes from the docstring's first lines.
+    a = DepthPoolAllocator([(1, 2)], 1)
+    r = ReferenceAllocator([(1, 2)], 1)
+    for name in ("acquire", "release"):
+        assert type(getattr(DepthPoolAllocator, name)).__name__ == "method_descriptor"
+        sig = inspect.signature(getattr(a, name))
+        ref = inspect.signature(getattr(r, name))
+        assert [(p.name, p.default) for p in sig.parameters.values()] == [
+            (p.name, p.default) for p in ref.parameters.values()
+        ]
+        assert getattr(DepthPoolAllocator, name).__doc__.lstrip().startswith(("Ask for one TCB", "Return a held TCB"))
+    assert a.release(a.acquire(0, depth=1, remote=False)) is None
+
+
 # ------------------------------------------------------------------ FIG 4
 
 

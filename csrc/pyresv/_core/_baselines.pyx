@@ -7,6 +7,7 @@ of any Python wrapper around them) and two trivial methods with the
 allocator's signatures (the floor of one Python call each).
 """
 
+cimport cython
 from libc.stdint cimport int32_t
 
 from pyresv._core.allocator cimport (
@@ -63,5 +64,23 @@ cdef class Floor:
     def acquire(self, pid, depth=1, remote=False):
         return 0
 
+    def release(self, tcb):
+        return None
+
+
+cdef class BuiltinFloor:
+    """The same two trivial methods as built-in methods (binding=False), as the allocator's are.
+
+    CPython calls a built-in method straight from its eval loop; ``Floor``'s
+    methods are Cython function objects, called through a bound method (about
+    100 instructions more a call). This is the like-for-like floor of
+    ``DepthPoolAllocator.acquire``/``release``.
+    """
+
+    @cython.binding(False)
+    def acquire(self, pid, depth=1, remote=False):
+        return 0
+
+    @cython.binding(False)
     def release(self, tcb):
         return None
