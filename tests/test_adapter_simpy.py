@@ -1085,6 +1085,48 @@ def test_the_drop_in_form_runs_compiled_and_nothing_else_does():
     assert Counting.calls == 1
 
 
+_TIMES = st.sampled_from([0, 1, 2, 0.0, 1.0, 1.5, -0.0, float("nan"), float("inf"), True, 10**30])
+
+
+@pytest.mark.skipif(not COMPILED, reason="the core is not built")
+@settings(max_examples=300, deadline=None)
+@given(ops=st.lists(st.one_of(st.tuples(_TIMES, st.sampled_from([0, 1, 1.0]), st.integers(0, 3)),
+                              st.just("pop"), st.just("odd")), max_size=60))
+def test_the_compiled_push_is_heapqs(ops):
+    # SimPy's event queue takes the fast path's pushes and heapq's pops: the push must
+    # leave the list exactly as heapq.heappush would, whatever the entries (ints,
+    # floats, NaN, the same time object, equal keys, other shapes compared by Python).
+    import heapq
+
+    from pyresv._core._simpy_fast import heappush
+
+    nan = float("nan")
+    ours: list[Any] = []
+    theirs: list[Any] = []
+    eid = 0
+    for op in ops:
+        if op == "pop":
+            if theirs:
+                assert heapq.heappop(ours) is heapq.heappop(theirs)
+            continue
+        if op == "odd":
+            entry: Any = (eid,)  # another shape: compared as a whole
+        else:
+            time, prio, dup = op
+            if time != time:
+                time = nan  # one NaN object: equal to itself by identity, as in a tuple compare
+            entry = (time, prio, eid - dup if dup else eid, eid)
+        eid += 1
+        try:
+            heapq.heappush(theirs, entry)
+        except TypeError:
+            with pytest.raises(TypeError):
+                heappush(ours, entry)
+            return
+        heappush(ours, entry)
+        assert [id(e) for e in ours] == [id(e) for e in theirs]
+
+
 def _request_attributes(python: bool) -> list[tuple[Any, ...]]:
     """What a model sees of its requests at every step, on one path of the drop-in form."""
     log: list[tuple[Any, ...]] = []

@@ -35,7 +35,16 @@ from pyresv._core.allocator cimport (
     tcb_t,
 )
 
-from heapq import heappush
+from cpython.object cimport Py_EQ, Py_LT, PyObject_RichCompareBool
+from cpython.float cimport PyFloat_AS_DOUBLE
+from cpython.tuple cimport PyTuple_GET_ITEM, PyTuple_GET_SIZE
+
+
+cdef extern from "Python.h":
+    ctypedef struct PyListObject:
+        PyObject** ob_item
+    PyTypeObject PyFloat_Type
+    PyTypeObject* Py_TYPE(PyObject*)
 
 
 cdef extern from *:
@@ -61,12 +70,10 @@ cdef type _Request = None  # DepthRequest
 cdef object _PENDING = None  # simpy.events.PENDING
 cdef object _NORMAL = None  # simpy.events.NORMAL
 cdef object _exit_py = None  # DepthRequest's pure-Python __exit__
-cdef object _heappush = heappush
 cdef tuple _no_args = ()
 
-# Slot offsets of DepthRequest and of the trigger event class.
+# Slot offsets of DepthRequest.
 cdef Py_ssize_t R_ENV, R_CALLBACKS, R_VALUE, R_OK, R_RESOURCE, R_PROC, R_CORE, R_TCB, R_TICKET, R_USAGE
-cdef Py_ssize_t T_CALLBACKS
 
 cdef object _MINUS_ONE = -1
 
@@ -89,11 +96,10 @@ cdef Py_ssize_t _slot(type cls, str name) except -1:
     return m.offset
 
 
-def setup(request_cls, trigger_cls, pending, normal, exit_py):
+def setup(request_cls, pending, normal, exit_py):
     """Hand over the adapter's classes and SimPy's constants (once, at import)."""
     global _Request, _PENDING, _NORMAL, _exit_py
     global R_ENV, R_CALLBACKS, R_VALUE, R_OK, R_RESOURCE, R_PROC, R_CORE, R_TCB, R_TICKET, R_USAGE
-    global T_CALLBACKS
     R_ENV = _slot(request_cls, "env")
     R_CALLBACKS = _slot(request_cls, "callbacks")
     R_VALUE = _slot(request_cls, "_value")
@@ -104,11 +110,81 @@ def setup(request_cls, trigger_cls, pending, normal, exit_py):
     R_TCB = _slot(request_cls, "_tcb")
     R_TICKET = _slot(request_cls, "_ticket")
     R_USAGE = _slot(request_cls, "usage_since")
-    T_CALLBACKS = _slot(trigger_cls, "callbacks")
     _Request = request_cls
     _PENDING = pending
     _NORMAL = normal
     _exit_py = exit_py
+
+
+# SimPy's event queue: heapq.heappush, with the tuple order of its entries
+# (time, priority, eid, event) compared item by item as tuplerichcompare does
+# (identity first, then ==, then <), exact floats as doubles. Any other entry
+# is compared as a whole by Python. The same comparisons as heapq's, in the
+# same order, so the heap ends the same.
+cdef inline int _item_lt(PyObject* x, PyObject* y, int* equal) except -1:
+    # 1 if x < y, 0 if not; *equal is set when x == y (then the next item decides).
+    cdef double a, b
+    cdef int r
+    if x == y:
+        equal[0] = 1
+        return 0
+    if Py_TYPE(x) == &PyFloat_Type and Py_TYPE(y) == &PyFloat_Type:
+        a = PyFloat_AS_DOUBLE(<object>x)
+        b = PyFloat_AS_DOUBLE(<object>y)
+        equal[0] = a == b
+        return a < b
+    r = PyObject_RichCompareBool(<object>x, <object>y, Py_EQ)
+    if r < 0:
+        return -1
+    equal[0] = r
+    if r:
+        return 0
+    return PyObject_RichCompareBool(<object>x, <object>y, Py_LT)
+
+
+cdef inline int _entry_lt(object x, object y) except -1:
+    cdef Py_ssize_t i
+    cdef int equal = 0, r
+    if type(x) is not tuple or type(y) is not tuple or PyTuple_GET_SIZE(x) != 4 or PyTuple_GET_SIZE(y) != 4:
+        return PyObject_RichCompareBool(x, y, Py_LT)
+    for i in range(4):
+        equal = 0
+        r = _item_lt(PyTuple_GET_ITEM(x, i), PyTuple_GET_ITEM(y, i), &equal)
+        if not equal:
+            return r
+    return 0  # equal tuples
+
+
+cdef int _heappush(list heap, object item) except -1:
+    # heapq.heappush: append, then move the new item up while it is smaller than its parent.
+    cdef Py_ssize_t pos, parentpos, size
+    cdef PyObject** arr
+    cdef PyObject* swap
+    cdef int lt
+    heap.append(item)
+    size = len(heap)
+    pos = size - 1
+    while pos > 0:
+        parentpos = (pos - 1) >> 1
+        arr = (<PyListObject*>heap).ob_item
+        parent = <object>arr[parentpos]
+        newitem = <object>arr[pos]
+        lt = _entry_lt(newitem, parent)
+        if size != len(heap):
+            raise RuntimeError("list changed size during iteration")
+        if not lt:
+            break
+        arr = (<PyListObject*>heap).ob_item
+        swap = arr[parentpos]
+        arr[parentpos] = arr[pos]
+        arr[pos] = swap
+        pos = parentpos
+    return 0
+
+
+def heappush(list heap, item):
+    """The push of the fast path, for tests: ``heapq.heappush`` to the letter."""
+    _heappush(heap, item)
 
 
 # Slot access: only on instances of the classes the offsets were taken from
@@ -155,7 +231,8 @@ cdef class FlatCore:
     """
 
     cdef public Py_ssize_t n
-    cdef object res, env, queue, eid, trigger, trigger_cbs
+    cdef object res, env, eid, trigger, trigger_cbs
+    cdef list queue
     cdef object ready, ready_append, ready_popleft
     cdef dict held, waiting
     cdef DepthPoolAllocator alloc
@@ -282,7 +359,7 @@ cdef class FlatCore:
 
     def trigger_processed(self, event):
         """The trigger event is processed: re-arm it, then a trigger point (one waiter served)."""
-        _put(self.trigger, T_CALLBACKS, self.trigger_cbs)
+        self.trigger.callbacks = self.trigger_cbs
         self.n -= 1
         ready = self.ready
         if ready:
