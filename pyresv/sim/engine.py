@@ -73,13 +73,13 @@ class Simulation:
     # dict of more than 30 keys is not shared, which makes each read about
     # twice as slow (CPython 3.11); ``__dict__`` keeps room for others.
     __slots__ = (
-        "C", "Process", "_before", "_destage_timer", "_fast", "after", "allocator_cls",
-        "allocators", "auto_destage", "clusters", "completed", "config", "destage_delay", "env",
+        "after", "allocator_cls", "allocators", "auto_destage", "_before", "C", "clusters",
+        "completed", "config", "destage_delay", "destage_due", "_destage_timer", "env", "_fast",
         "faults", "flows", "fork", "free", "held", "init", "internal_done", "issued_ops",
         "latency", "levels", "live", "max_processes", "metrics", "next_pid", "peak_held",
-        "peak_queued", "pid_waiters", "pit_violations", "queued", "reads_checked", "relationships",
-        "route", "t_last", "tcbs_per_cluster", "timeout", "trace", "version", "violations",
-        "volumes", "waiting",
+        "peak_queued", "pid_waiters", "pit_violations", "Process", "queued", "reads_checked",
+        "relationships", "route", "t_last", "tcbs_per_cluster", "timeout", "trace", "version",
+        "violations", "volumes", "waiting",
         "__dict__",
     )
 
@@ -171,8 +171,10 @@ class Simulation:
             FaultInjector(self, config.faults, c.seed) if config.faults.active else None
         )
         self._fast = simpy_fork and self.faults is None  # the fast start may be used
-        # wrote() schedules a destage's start as a timer (see there).
+        # wrote() schedules a destage's start as a timer (see there), its
+        # callback bound once.
         self._destage_timer = self._fast and self.destage_delay > 0
+        self.destage_due = self._destage_due
 
     def _plain_after(self, delay: float, fn: Callable[..., None], *args: Any) -> None:
         self.env.timeout(delay).callbacks.append(lambda _: fn(*args))
@@ -279,8 +281,9 @@ class Simulation:
         goes on as a flow."""
         proc.steps.append((c, 1, name, tcb))
 
-    def give_back(self, proc: Proc, c: int, name: str, tcb: int) -> None:
-        """:meth:`release` of a TCB got with :meth:`take`."""
+    def end(self, proc: Proc, c: int, name: str, tcb: int) -> None:
+        """:meth:`release` of a TCB got with :meth:`take`, then :meth:`finish`:
+        the end of an operation served as callbacks, in one call."""
         alloc = self.allocators[c]
         alloc.release(tcb)
         self.held[c][1] -= 1
@@ -290,6 +293,21 @@ class Simulation:
         if waiting:
             for pid, granted in alloc.take_grants():
                 waiting.pop((c, pid)).succeed(granted)
+        # finish(proc):
+        del self.live[proc.pid]
+        if self.pid_waiters:
+            self.pid_waiters.popleft().succeed(proc.pid)
+        else:
+            self.free.append(proc)
+        now = self.t_last = self.env.now
+        op = proc.op
+        if op >= 0:
+            home = proc.home
+            self.completed[home] += 1
+            start = proc.start
+            self.metrics.ops += (op, home, start, now - start)  # metrics.record_op
+        else:
+            self.internal_done += 1
 
     def call(
         self,
@@ -349,7 +367,8 @@ class Simulation:
                 # What spawn() does, one event fewer: the timer is the one
                 # its process would yield first (no event at that time can be
                 # scheduled between this step and that process's start).
-                self.after(self.destage_delay, self._destage_due, vol, t)
+                after = self.after  # (a call through a slot holding a function is not specialized)
+                after(self.destage_delay, self.destage_due, vol, t)
             else:
                 self.spawn("destage", self._auto_destage, vol, t, delay=self.destage_delay)
 
