@@ -18,6 +18,7 @@ through their slots (the offsets the classes' own member descriptors give,
 checked in :func:`setup`), as CPython's own specialized attribute access does.
 """
 
+cimport cython
 from cpython.object cimport PyObject, PyTypeObject
 from cpython.ref cimport Py_INCREF, Py_XDECREF
 from cpython.dict cimport PyDict_GetItem, PyDict_SetItem, PyDict_DelItem
@@ -276,8 +277,19 @@ cdef class FlatCore:
         self._schedule(now, req)
         return 0
 
+    # request and trigger_processed are built-in methods (binding=False): the
+    # eval loop and Environment.step call them without a bound-method hop. The
+    # docstring's first lines, up to "--", are the __text_signature__.
+    @cython.binding(False)
+    @cython.embedsignature(False)
     def request(self, pid=None, depth=None, remote=False):
-        """``DepthResource.request``; ``request()`` compiled (the drop-in form), the rest in Python."""
+        """request($self, pid=None, depth=None, remote=False)
+--
+
+        Request a unit: ``DepthResource.request`` (SimPy's ``request()``), an
+        event triggered once the unit is granted. ``request()`` runs compiled;
+        a named pid or depth runs ``DepthResource.request`` in Python.
+        """
         if pid is not None or depth is not None:
             return type(self.res).request(self.res, pid, depth, remote)
         cdef DepthPoolAllocator alloc = self.alloc
@@ -314,10 +326,10 @@ cdef class FlatCore:
             _put(req, R_TICKET, _MINUS_ONE)
             self.ready_append(req)
         else:
-            ticket = dpa_last_ticket(&alloc.core)
+            ticket_obj = dpa_last_ticket(&alloc.core)
             _put(req, R_TCB, _MINUS_ONE)
-            _put(req, R_TICKET, ticket)
-            PyDict_SetItem(self.waiting, ticket, req)
+            _put(req, R_TICKET, ticket_obj)
+            PyDict_SetItem(self.waiting, ticket_obj, req)
         if ready:  # a trigger point: the oldest granted waiter goes first
             self._serve_one()
             if ready and not self.n:
@@ -357,8 +369,14 @@ cdef class FlatCore:
         self.n += 1
         self._schedule(self._now(), self.trigger)
 
+    @cython.binding(False)
+    @cython.embedsignature(False)
     def trigger_processed(self, event):
-        """The trigger event is processed: re-arm it, then a trigger point (one waiter served)."""
+        """trigger_processed($self, event)
+--
+
+        The trigger event is processed: re-arm it, then a trigger point (one waiter served).
+        """
         self.trigger.callbacks = self.trigger_cbs
         self.n -= 1
         ready = self.ready
