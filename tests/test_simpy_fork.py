@@ -18,7 +18,7 @@ import pytest
 import simpy
 from hypothesis import HealthCheck, given, settings
 
-from pyresv.sim._simpy_private import Task, Timer, call_after, run_before, start_task
+from pyresv.sim._simpy_private import Environment, Task, Timer, call_after, run_before, scheduler, start_task
 from pyresv.sim.config import default_config, load, parse
 from pyresv.sim.engine import Simulation
 from pyresv.sim.scenarios import FAULT_SCENARIOS, POLICIES, SCENARIOS, get, get_fault
@@ -195,15 +195,19 @@ def test_start_task_from_a_callback_keeps_the_order_of_an_initialize_event() -> 
     assert _callback_starts(True) == _callback_starts(False)
 
 
-def _timers(fork: bool) -> Trace:
+def _timers(fork: bool, until: float = 1.5, bound: bool = False) -> Trace:
+    # bound: the timers of scheduler(env) (plain tuples) rather than call_after's.
     env = simpy.Environment()
     trace: Trace = []
+    after = scheduler(env)
 
     def note(*what: Any) -> None:
         trace.append((env.now, *what))
 
     def later(delay: float, *what: Any) -> None:
-        if fork:
+        if fork and bound:
+            after(delay, note, *what)
+        elif fork:
             call_after(env, delay, note, *what)
         else:
             env.timeout(delay).callbacks.append(lambda _: note(*what))
@@ -223,11 +227,11 @@ def _timers(fork: bool) -> Trace:
     urgent.callbacks.append(lambda _: note("succeeded at 0"))
     urgent.succeed()
     if fork:
-        while run_before(env, 1.5):
+        while run_before(env, until):
             note("sample")
             run_before(env, float("inf"))
     else:
-        while env.peek() < 1.5:
+        while env.peek() < until:
             env.step()
         if env.peek() < float("inf"):
             note("sample")
@@ -237,6 +241,42 @@ def _timers(fork: bool) -> Trace:
 
 def test_timers_and_run_before_keep_simpys_order() -> None:
     assert _timers(True) == _timers(False)
+
+
+@pytest.mark.parametrize("until", [0.0, 1.0, 1.5, 2.0, 9.0])
+@pytest.mark.parametrize("bound", [False, True])
+def test_run_before_stops_before_the_events_of_its_time(until: float, bound: bool) -> None:
+    # run_before's mark goes before every event of its time (ties at 0, 1
+    # and 2), with call_after's timers and with scheduler()'s.
+    plain = _timers(False, until)
+    assert _timers(True, until, bound) == plain
+    assert ("sample" in [what for _, what, *_ in plain]) == (until <= 2.0)
+
+
+def test_run_before_takes_its_mark_out_when_a_callback_raises() -> None:
+    env = Environment()
+    seen: list[float] = []
+
+    def boom() -> None:
+        raise RuntimeError("boom")
+
+    after = scheduler(env)
+    after(1, boom)
+    after(5, lambda: seen.append(env.now))
+    with pytest.raises(RuntimeError, match="boom"):
+        run_before(env, 3)
+    assert env.now == 1 and env.peek() == 5 and len(env._queue) == 1  # no mark left behind
+    assert not run_before(env, float("inf"))
+    assert seen == [5] and env.now == 5 == env._now
+
+
+def test_the_forks_environment_reads_now_from_its_slot() -> None:
+    env = Environment()
+    env.timeout(3).callbacks.append(lambda _: seen.append(env.now))
+    seen: list[float] = []
+    env.run()
+    assert seen == [3] and env.now == env._now == 3
+    assert "now" not in vars(env) and "_now" not in vars(env)  # the slot, not the instance dict
 
 
 def test_a_timer_is_also_an_event_to_simpy_step() -> None:
