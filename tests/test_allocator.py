@@ -7,6 +7,7 @@ Every test that takes ``allocator_cls`` runs on both implementations (see
 from __future__ import annotations
 
 import copy
+import os
 import gc
 import inspect
 import pickle
@@ -1102,3 +1103,51 @@ def test_release_finds_the_pool_of_any_tcb(size: int) -> None:
     assert a.stats() == r.stats()
     assert pickle.dumps(a) == pickle.dumps(pickle.loads(pickle.dumps(a)))
     assert a.__reduce__()[1][2]["pool_free"].tolist() == r.__reduce__()[1][2]["pool_free"].tolist()
+
+
+def test_pids_far_apart_each_see_their_own_rows() -> None:
+    # The core sets a pid's per-pid rows up on first use, a block of 1,024
+    # pids at a time: pids in blocks never used read as holding, owning and
+    # awaiting nothing, from every entry point, and then behave as any pid.
+    kwargs: dict[str, Any] = {"max_processes": 5000, "max_waiters": 16}
+    a = DepthPoolAllocator([(1, 2), (1, 1)], 1, **kwargs)
+    r = ReferenceAllocator([(1, 2), (1, 1)], 1, **kwargs)
+    for x in (a, r):
+        assert (x.pending(4999), x.owned_pool(3100, 2), x.cancel(2100), x.release_all(1100)) == (0, -1, 0, 0)
+    pids = [4999, 0, 3100, 4999, 2100, 1100, 4096, 3100]
+    assert [(a.acquire(p, 1), a.acquire(p, 2)) for p in pids] == [(r.acquire(p, 1), r.acquire(p, 2)) for p in pids]
+    a.check()
+    for p in (0, 1100, 2100, 3100, 4096, 4999):
+        assert [a.pending(p), a.owned_pool(p, 1), a.owned_pool(p, 2)] == [
+            r.pending(p), r.owned_pool(p, 1), r.owned_pool(p, 2)]
+    b = pickle.loads(pickle.dumps(a))
+    b.check()
+    assert b.stats() == a.stats()
+    assert a.cancel(3100) == b.cancel(3100) == r.cancel(3100)
+    assert a.release_all(4999) == b.release_all(4999) == r.release_all(4999)
+    assert a.take_grants() == b.take_grants() == r.take_grants()
+    assert a.stats() == b.stats()
+    a.check()
+    b.check()
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/statm"), reason="needs /proc/self/statm")
+def test_a_large_allocator_touches_only_the_memory_it_uses() -> None:
+    # 4M pids and 1M wait-queue slots: ~80 MB of per-pid rows and an 8 MB
+    # ticket table, allocated (nbytes counts them) but written only where
+    # used (the rows up to the highest pid's block of 1,024, the ticket
+    # entries requests land on), so they stay out of the resident set.
+    def resident() -> int:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+    before = resident()
+    a = DepthPoolAllocator([(4, 9)], 32, max_processes=1 << 22, max_waiters=1 << 20)
+    assert a.nbytes > 88_000_000
+    held = [a.acquire(pid) for pid in range(0, 3000, 7)]  # pools, unreserved, then queued
+    assert a.pending() > 0 and a.cancel(2996) == 1
+    for t in held:
+        if t >= 0:
+            a.release(t)
+    assert resident() - before < 16_000_000
+    a.check()

@@ -27,7 +27,9 @@ Layout
   TCB (holder + two links of the per-pid list of held unreserved TCBs, which
   makes ``release_all`` O(k log k) in the TCBs k the pid holds), 8 per pool,
   plus 12 * levels + 8 bytes per pid and 48 bytes per wait-queue slot (56 to
-  64 with the ticket table).
+  64 with the ticket table). The per-pid rows are allocated for
+  ``max_processes`` pids but set up on first use, in blocks of 1,024 pids
+  (``pid_rows``): an allocator whose pids are small touches only their pages.
 
 Errors
 ------
@@ -109,7 +111,7 @@ cdef struct waitq_t:          # the wait queue of FIG 4 block 412 / FIG 5A block
     int32_t*     level_count  # [levels + 1] requests pending per level
     slot_list_t* by_pid_level # [max_processes * levels] a pid's requests at a level (pid*levels + level-1)
     int32_t*     pid_count    # [max_processes] requests pending per pid
-    slot_t*      by_ticket    # [ticket_mask + 1] open-addressing table: ticket (seq) -> slot, or DPA_NIL
+    slot_t*      by_ticket    # [ticket_mask + 1] open-addressing table: ticket (seq) -> slot + 1, or 0 (empty)
     int64_t      ticket_mask  # table size - 1 (a power of two >= 2 * capacity: at most half full)
 
 
@@ -155,6 +157,9 @@ cdef struct dpa_t:                      # one cluster's resource manager (118a/1
     count_t       cancelled             # queued requests dropped by cancel/release_all
     count_t       released              # TCBs released
     Py_ssize_t    nbytes                # bytes of the fixed C arrays (grants buffer not included)
+    proc_t        pid_rows              # the per-pid rows (pid_unres, owned, q.by_pid_level,
+                                        # q.pid_count) are set up for pids below this; a pid at
+                                        # or above it holds, owns and waits for nothing yet
 
 
 cdef class DepthPoolAllocator:

@@ -11,7 +11,7 @@ C-level API (structs, ``dpa_*`` functions, return codes) is documented in
 cimport cython
 from cpython.long cimport PyLong_AsLongLongAndOverflow, PyLong_CheckExact
 from cpython.buffer cimport PyBUF_C_CONTIGUOUS, PyBUF_FORMAT, PyBuffer_Release, PyObject_CheckBuffer, PyObject_GetBuffer
-from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_RawFree, PyMem_RawMalloc, PyMem_RawRealloc, PyMem_Realloc
+from cpython.mem cimport PyMem_Calloc, PyMem_Free, PyMem_Malloc, PyMem_RawFree, PyMem_RawMalloc, PyMem_RawRealloc, PyMem_Realloc
 from cpython.number cimport PyIndex_Check, PyNumber_Index
 from libc.stdint cimport INT32_MAX, INT64_MAX, INT64_MIN, int32_t, int64_t, uint8_t, uint32_t, uint64_t
 from libc.limits cimport LLONG_MAX, LLONG_MIN
@@ -99,6 +99,36 @@ cdef inline Py_ssize_t _pl(int32_t levels, proc_t pid, int32_t level) noexcept n
     return <Py_ssize_t>pid * levels + level - 1
 
 
+# The per-pid rows (pid_unres, owned, q.by_pid_level, q.pid_count) are
+# allocated for max_processes pids but set up on first use, a block of
+# PID_BLOCK pids at a time: rows of pids >= d.pid_rows were never written and
+# are never read (such a pid holds, owns and waits for nothing). Only the
+# pages of the pids in use are touched (a constructor writing all of them
+# took ~2 ms and ~800 page faults at the default 65,536 pids).
+cdef enum:
+    PID_BLOCK = 1024
+
+
+cdef void _pid_rows_grow(dpa_t* d, proc_t pid) noexcept nogil:
+    """Set up the rows of every pid up to ``pid``'s block (pid_rows <= pid < max_processes)."""
+    cdef Py_ssize_t lo = d.pid_rows
+    cdef Py_ssize_t hi = (<Py_ssize_t>pid // PID_BLOCK + 1) * PID_BLOCK
+    c_assert(lo <= pid < d.max_processes)
+    if hi > d.max_processes:
+        hi = d.max_processes
+    memset(&d.pid_unres[lo], 0xFF, <size_t>(hi - lo) * sizeof(tcb_t))  # all DPA_NIL
+    memset(&d.owned[lo * d.levels], 0xFF, <size_t>(hi - lo) * d.levels * sizeof(pool_t))
+    memset(&d.q.by_pid_level[lo * d.levels], 0xFF, <size_t>(hi - lo) * d.levels * sizeof(slot_list_t))
+    memset(&d.q.pid_count[lo], 0, <size_t>(hi - lo) * sizeof(int32_t))
+    d.pid_rows = <proc_t>hi
+
+
+cdef inline void _pid_rows(dpa_t* d, proc_t pid) noexcept nogil:
+    """Make sure ``pid`` (0 <= pid < max_processes) has its rows."""
+    if pid >= d.pid_rows:
+        _pid_rows_grow(d, pid)
+
+
 # ============================================================== wait queue
 # Every pending request is one slot linked in three doubly linked lists, so
 # appending and removing are O(1): its level's arrival list (the wake order of
@@ -135,45 +165,47 @@ cdef inline void _list_unlink(waitq_t* q, slot_t s, slot_list_t* L, int k) noexc
 
 # Tickets: a request is named by its arrival number (seq). An open-addressing
 # table (linear probing, at most half full) maps a pending request's ticket
-# to its slot, so cancelling one request is O(1) on average.
+# to its slot, so cancelling one request is O(1) on average. An entry holds
+# slot + 1 and 0 when empty: the table is calloc'ed, and its pages are
+# touched only where tickets land.
 
 cdef inline void _ticket_insert(waitq_t* q, slot_t s) noexcept nogil:
     cdef int64_t i = q.slots[s].seq & q.ticket_mask
     c_assert(q.npending < q.capacity)  # so the table is at most half full
-    while q.by_ticket[i] != DPA_NIL:
+    while q.by_ticket[i] != 0:
         i = (i + 1) & q.ticket_mask
-    q.by_ticket[i] = s
+    q.by_ticket[i] = s + 1
 
 
 cdef inline void _ticket_remove(waitq_t* q, slot_t s) noexcept nogil:
     """Drop slot ``s`` from the ticket table (backward-shift deletion, no tombstones)."""
     cdef int64_t i = q.slots[s].seq & q.ticket_mask
     cdef int64_t j, home
-    while q.by_ticket[i] != s:
+    while q.by_ticket[i] != s + 1:
         i = (i + 1) & q.ticket_mask
     j = i
     while True:
         j = (j + 1) & q.ticket_mask
-        if q.by_ticket[j] == DPA_NIL:
+        if q.by_ticket[j] == 0:
             break
-        home = q.slots[q.by_ticket[j]].seq & q.ticket_mask
+        home = q.slots[q.by_ticket[j] - 1].seq & q.ticket_mask
         # Entry j may move back to i unless its home lies cyclically in (i, j].
         if (i <= j and i < home <= j) or (i > j and (home > i or home <= j)):
             continue
         q.by_ticket[i] = q.by_ticket[j]
         i = j
-    q.by_ticket[i] = DPA_NIL
+    q.by_ticket[i] = 0
 
 
 cdef inline slot_t waitq_find(waitq_t* q, seq_t ticket) noexcept nogil:
     """The slot of the pending request with this ticket, or DPA_NIL."""
     cdef int64_t i = ticket & q.ticket_mask
-    cdef slot_t s = q.by_ticket[i]
+    cdef slot_t s = q.by_ticket[i] - 1  # an empty entry (0) reads DPA_NIL
     while s != DPA_NIL:
         if q.slots[s].seq == ticket:
             return s
         i = (i + 1) & q.ticket_mask
-        s = q.by_ticket[i]
+        s = q.by_ticket[i] - 1
     return DPA_NIL
 
 
@@ -406,7 +438,7 @@ cdef inline void _grant(dpa_t* d, slot_t s, tcb_t tcb) noexcept nogil:
 
 
 cdef inline tcb_t _dpa_acquire(dpa_t* d, proc_t pid, int32_t level) noexcept nogil:
-    """Resolve one request; pid and level are valid.
+    """Resolve one request; pid and level are valid and pid has its rows (_pid_rows).
 
     Returns a TCB id, DPA_PENDING (queued), DPA_QUEUE_FULL or DPA_LIMIT
     (nothing changed). The two pool paths are inline (short and branch-light:
@@ -418,7 +450,7 @@ cdef inline tcb_t _dpa_acquire(dpa_t* d, proc_t pid, int32_t level) noexcept nog
     cdef level_info_t* L = &d.level[level]
     cdef int32_t n
     cdef tcb_t t
-    c_assert(0 <= pid < d.max_processes and 1 <= level <= d.levels)
+    c_assert(0 <= pid < d.pid_rows and 1 <= level <= d.levels)
     # Every counter and ticket is at most the requests served or queued
     # (granted, cancelled <= queued; released <= served + granted), so this
     # one bound keeps every state re-picklable (pyresv._validate.SEQ_LIMIT).
@@ -587,6 +619,7 @@ cdef tcb_t dpa_try_acquire(dpa_t* d, proc_t pid, int32_t level) noexcept nogil:
     # One unsigned compare each: a negative value wraps to a huge one.
     if <uint32_t>pid >= <uint32_t>d.max_processes or <uint32_t>(<uint32_t>level - 1) >= <uint32_t>d.levels:
         return DPA_BAD_ARG
+    _pid_rows(d, pid)
     return _dpa_acquire(d, pid, level)
 
 
@@ -598,6 +631,7 @@ cdef tcb_t dpa_acquire(dpa_t* d, proc_t pid, int32_t level) except -2 nogil:
     if level < 1 or level > d.levels:
         with gil:
             raise ValueError(f"level {level} out of range [1, {d.levels}]")
+    _pid_rows(d, pid)
     t = _dpa_acquire(d, pid, level)
     if t == DPA_QUEUE_FULL:
         with gil:
@@ -680,6 +714,7 @@ cdef Py_ssize_t dpa_acquire_many(
         if pid < 0 or pid >= d.max_processes or level < 1 or level > d.levels:
             t = DPA_BAD_ARG
         else:
+            _pid_rows(d, pid)  # not undone: rows set up are no state
             t = _dpa_acquire(d, pid, level)
         if t < DPA_PENDING:
             # All or nothing (DESIGN §1: the state is unchanged after an
@@ -748,7 +783,7 @@ cdef int32_t dpa_cancel(dpa_t* d, proc_t pid) noexcept nogil:
     cdef slot_t s, nxt
     if pid < 0 or pid >= d.max_processes:
         return DPA_BAD_ARG
-    if d.q.pid_count[pid] == 0:
+    if pid >= d.pid_rows or d.q.pid_count[pid] == 0:
         return 0
     for level in range(1, d.levels + 1):
         s = d.q.by_pid_level[_pl(d.levels, pid, level)].head
@@ -795,6 +830,7 @@ cdef int32_t dpa_release_all(dpa_t* d, proc_t pid) except -1 nogil:
     if pid < 0 or pid >= d.max_processes:
         with gil:
             raise ValueError(f"pid {pid} out of range [0, {d.max_processes})")
+    _pid_rows(d, pid)
     # Get every buffer first, so that running out of memory changes nothing.
     u = d.pid_unres[pid]
     while u != DPA_NIL:
@@ -864,6 +900,8 @@ cdef pool_t dpa_pool_of(dpa_t* d, tcb_t tcb) noexcept nogil:
 cdef pool_t dpa_owned_pool(dpa_t* d, proc_t pid, int32_t level) noexcept nogil:
     if pid < 0 or pid >= d.max_processes or level < 1 or level > d.levels:
         return DPA_BAD_ARG
+    if pid >= d.pid_rows:
+        return DPA_NIL
     return d.owned[_pl(d.levels, pid, level)]
 
 
@@ -872,6 +910,8 @@ cdef int32_t dpa_pending(dpa_t* d, proc_t pid) noexcept nogil:
         return d.q.npending
     if pid < 0 or pid >= d.max_processes:
         return DPA_BAD_ARG
+    if pid >= d.pid_rows:
+        return 0
     return d.q.pid_count[pid]
 
 
@@ -1079,10 +1119,10 @@ cdef object _int32_copy(const int32_t* src, Py_ssize_t n):
     return out
 
 
-cdef void* _alloc(dpa_t* d, Py_ssize_t n, size_t item) except NULL:
-    """PyMem_Malloc ``n`` items (at least one byte); counts them in ``nbytes``."""
+cdef void* _alloc(dpa_t* d, Py_ssize_t n, size_t item, bint zero=False) except NULL:
+    """PyMem_Malloc (``zero``: PyMem_Calloc) ``n`` items (at least one byte); counts them in ``nbytes``."""
     cdef size_t size = <size_t>n * item
-    cdef void* p = PyMem_Malloc(size if size > 0 else 1)
+    cdef void* p = PyMem_Calloc(size if size > 0 else 1, 1) if zero else PyMem_Malloc(size if size > 0 else 1)
     if p == NULL:
         raise MemoryError(f"cannot allocate {size} bytes for the allocator")
     d.nbytes += <Py_ssize_t>size
@@ -1248,11 +1288,10 @@ cdef class DepthPoolAllocator:
         d.unres_free = 0 if d.unreserved > 0 else DPA_NIL
         d.unres_nfree = d.unreserved
 
-        # Per-pid tables.
+        # Per-pid tables, their rows set up on first use (_pid_rows).
+        d.pid_rows = 0
         d.pid_unres = <tcb_t*>_alloc(d, n_procs, sizeof(tcb_t))
-        memset(d.pid_unres, 0xFF, <size_t>n_procs * sizeof(tcb_t))
         d.owned = <pool_t*>_alloc(d, <Py_ssize_t>n_procs * d.levels, sizeof(pool_t))
-        memset(d.owned, 0xFF, <size_t>n_procs * d.levels * sizeof(pool_t))
 
         # The wait queue. Slots are handed out from a high-water mark, so the
         # (large, mostly unused) slot array is never touched up front.
@@ -1267,8 +1306,7 @@ cdef class DepthPoolAllocator:
         while tsize < 2 * <int64_t>n_wait:
             tsize *= 2
         d.q.ticket_mask = tsize - 1
-        d.q.by_ticket = <slot_t*>_alloc(d, tsize, sizeof(slot_t))
-        memset(d.q.by_ticket, 0xFF, <size_t>tsize * sizeof(slot_t))
+        d.q.by_ticket = <slot_t*>_alloc(d, tsize, sizeof(slot_t), True)  # all empty (0)
         d.q.by_level = <slot_list_t*>_alloc(d, d.levels + 1, sizeof(slot_list_t))
         memset(d.q.by_level, 0xFF, (d.levels + 1) * sizeof(slot_list_t))
         d.q.seekers = <slot_list_t*>_alloc(d, d.levels + 1, sizeof(slot_list_t))
@@ -1276,9 +1314,7 @@ cdef class DepthPoolAllocator:
         d.q.level_count = <int32_t*>_alloc(d, d.levels + 1, sizeof(int32_t))
         memset(d.q.level_count, 0, (d.levels + 1) * sizeof(int32_t))
         d.q.by_pid_level = <slot_list_t*>_alloc(d, <Py_ssize_t>n_procs * d.levels, sizeof(slot_list_t))
-        memset(d.q.by_pid_level, 0xFF, <size_t>n_procs * d.levels * sizeof(slot_list_t))
         d.q.pid_count = <int32_t*>_alloc(d, n_procs, sizeof(int32_t))
-        memset(d.q.pid_count, 0, <size_t>n_procs * sizeof(int32_t))
 
         # Grants: PyMem_Raw* so that a release may grow it without the GIL.
         d.grants.buf = <grant_t*>PyMem_RawMalloc(16 * sizeof(grant_t))
@@ -1377,12 +1413,17 @@ cdef class DepthPoolAllocator:
         cdef long long p = 0, dep = 0
         cdef int32_t level
         cdef tcb_t t
+        cdef int rc = _int_arg(pid, &p)
+        cdef bint new_rows = False
         # Arguments first (an __index__ or __bool__ may run Python code and
         # let another thread start a batch), then the one flag test, then
         # the state, with nothing in between that could let a thread run.
-        # A range check is one unsigned compare (a negative value wraps).
-        if _int_arg(pid, &p) != 0 or <uint64_t>p >= <uint64_t>d.max_processes:
-            _raise_bad_pid(pid, d.max_processes)
+        # A range check is one unsigned compare (a negative value wraps);
+        # a pid with its rows set up is in range.
+        if rc != 0 or <uint64_t>p >= <uint64_t>d.pid_rows:
+            if rc != 0 or <uint64_t>p >= <uint64_t>d.max_processes:
+                _raise_bad_pid(pid, d.max_processes)
+            new_rows = True
         if _int_arg(depth, &dep) != 0 or <uint64_t>(<uint64_t>dep - 1) >= <uint64_t>d.levels:
             _raise_bad_depth(depth, d.levels)
         level = <int32_t>dep
@@ -1391,6 +1432,8 @@ cdef class DepthPoolAllocator:
             if level > d.levels:
                 _raise_bad_remote(depth, d.levels)
         _idle(self._busy)
+        if new_rows:
+            _pid_rows_grow(d, <proc_t>p)
         t = _dpa_acquire(d, <proc_t>p, level)  # dpa_try_acquire, the arguments checked above
         if t < DPA_PENDING:  # DPA_QUEUE_FULL or DPA_LIMIT
             if t == DPA_LIMIT:
@@ -1927,6 +1970,7 @@ cdef int _setstate(DepthPoolAllocator a, object state) except -1:
             base = _pool_base(d, p, l)
             for t in range(base, base + L.size):
                 if d.holder[t] != DPA_NIL:
+                    _pid_rows(d, d.holder[t])
                     d.owned[_pl(d.levels, d.holder[t], l)] = p
                     break
     # The unreserved free stack, bottom to top; held ones on their holder's list.
@@ -1939,6 +1983,7 @@ cdef int _setstate(DepthPoolAllocator a, object state) except -1:
     d.unres_nfree = <tcb_t>v.shape[0]
     for t in range(d.reserved_total, d.total):
         if d.holder[t] != DPA_NIL:
+            _pid_rows(d, d.holder[t])
             _unres_hold(d, t - d.reserved_total, d.holder[t])
     # Pending requests in arrival order, with their tickets.
     w = st["waiters"]
@@ -1946,6 +1991,7 @@ cdef int _setstate(DepthPoolAllocator a, object state) except -1:
         pid = <proc_t>w[i, 0]
         level = <int32_t>w[i, 1]
         d.q.next_seq = w[i, 2]  # the request's ticket, as saved
+        _pid_rows(d, pid)
         waitq_push(&d.q, pid, level, d.owned[_pl(d.levels, pid, level)] == DPA_NIL)
     d.q.next_seq = st["next_seq"]
     # Grants not yet taken.
@@ -2024,11 +2070,16 @@ cdef object _find_broken(DepthPoolAllocator a):
     cdef uint8_t[::1] mark = np.zeros(max(d.total, d.npools, 1), dtype=np.uint8)
     cdef uint8_t[::1] in_free = np.zeros(max(d.npools, 1), dtype=np.uint8)
 
+    if d.pid_rows < 0 or d.pid_rows > d.max_processes or (
+            d.pid_rows % PID_BLOCK != 0 and d.pid_rows != d.max_processes):
+        return f"per-pid rows set up for {d.pid_rows} pids of {d.max_processes}"
     # Every TCB free or held by a pid in [0, max_processes) (the checks below
     # index per-pid tables by holder).
     for t in range(d.total):
         if d.holder[t] < DPA_NIL or d.holder[t] >= d.max_processes:
             return f"TCB {t} held by pid {d.holder[t]}, out of range [0, {d.max_processes})"
+        if d.holder[t] >= d.pid_rows:
+            return f"TCB {t} held by pid {d.holder[t]}, whose rows are not set up ({d.pid_rows})"
     # Free-pool stacks: pools of their level, each once.
     for l in range(1, d.levels + 1):
         L = &d.level[l]
@@ -2073,7 +2124,8 @@ cdef object _find_broken(DepthPoolAllocator a):
             if nheld > 0 and d.owned[_pl(d.levels, owner, l)] != p:
                 return f"pool {p}: owner {owner} does not list it at level {l}"
     # Ownership table: a pid owns at most one pool per level, an owned one.
-    for pid in range(d.max_processes):
+    # (Pids without their rows own nothing.)
+    for pid in range(d.pid_rows):
         for l in range(1, d.levels + 1):
             p = d.owned[_pl(d.levels, pid, l)]
             if p == DPA_NIL:
@@ -2113,7 +2165,7 @@ cdef object _find_broken(DepthPoolAllocator a):
     if nheld_unres + count != d.unreserved:
         return "unreserved TCBs are neither free nor held"
     count = 0
-    for pid in range(d.max_processes):
+    for pid in range(d.pid_rows):
         u = d.pid_unres[pid]
         prev = DPA_NIL
         while u != DPA_NIL:
@@ -2140,7 +2192,7 @@ cdef object _find_broken(DepthPoolAllocator a):
             if s < 0 or s >= q.used or count > q.capacity:
                 return f"level {l}: wait list corrupt"
             w = &q.slots[s]
-            if w.level != l or w.prev[WQ_LEVEL] != sp or w.seq <= last_seq or w.pid < 0 or w.pid >= d.max_processes:
+            if w.level != l or w.prev[WQ_LEVEL] != sp or w.seq <= last_seq or w.pid < 0 or w.pid >= d.pid_rows:
                 return f"level {l}: wait list corrupt at slot {s}"
             pool = d.owned[_pl(d.levels, w.pid, l)]
             if w.seeker != (pool == DPA_NIL):
@@ -2170,7 +2222,8 @@ cdef object _find_broken(DepthPoolAllocator a):
         s = q.slots[s].next[WQ_LEVEL]
     if nfree_slots + q.npending != q.used:
         return f"{q.used} slots used but {nfree_slots} free + {q.npending} pending"
-    for pid in range(d.max_processes):
+    # (Pids without their rows wait for nothing: no request above names one.)
+    for pid in range(d.pid_rows):
         if cnt[pid] != q.pid_count[pid]:
             return f"pid {pid}: {cnt[pid]} requests queued but its count is {q.pid_count[pid]}"
         for l in range(1, d.levels + 1):
@@ -2215,7 +2268,7 @@ cdef object _find_broken(DepthPoolAllocator a):
     # Tickets: every pending request, and nothing else, is in the ticket table.
     count = 0
     for i in range(q.ticket_mask + 1):
-        s = q.by_ticket[i]
+        s = q.by_ticket[i] - 1
         if s != DPA_NIL:
             if s < 0 or s >= q.used:
                 return f"ticket table corrupt at entry {i}"
