@@ -1085,6 +1085,32 @@ def test_the_drop_in_form_runs_compiled_and_nothing_else_does():
     assert Counting.calls == 1
 
 
+@pytest.mark.skipif(not COMPILED, reason="the core is not built")
+def test_the_compiled_request_is_refused_while_the_allocator_is_busy():
+    # The compiled request() calls the allocator's C functions, past the method's
+    # busy check: it makes that check itself (AllocatorError, nothing changed).
+    from pyresv._core import allocator as core
+
+    env = simpy.Environment()
+    res = DepthResource(env, capacity=1)
+    user = res.request()
+    errors: list[str] = []
+
+    def once() -> None:
+        core._set_read_hook(None)
+        with pytest.raises(pyresv.AllocatorError, match="busy") as info:
+            res.request()
+        errors.append(str(info.value))
+
+    core._set_read_hook(once)
+    try:
+        res.allocator.take_grants()
+    finally:
+        core._set_read_hook(None)
+    assert len(errors) == 1 and res.users == [user] and len(res.queue) == 0
+    assert res.allocator.pending() == 0 and res.request() in res.queue
+
+
 _TIMES = st.sampled_from([0, 1, 2, 0.0, 1.0, 1.5, -0.0, float("nan"), float("inf"), True, 10**30])
 
 

@@ -19,9 +19,11 @@ checked in :func:`setup`), as CPython's own specialized attribute access does.
 """
 
 cimport cython
-from cpython.object cimport PyObject, PyTypeObject
+from cpython.dict cimport PyDict_DelItem, PyDict_GetItem, PyDict_SetItem
+from cpython.float cimport PyFloat_AS_DOUBLE
+from cpython.object cimport Py_EQ, Py_LT, PyObject, PyObject_RichCompareBool, PyTypeObject
 from cpython.ref cimport Py_INCREF, Py_XDECREF
-from cpython.dict cimport PyDict_GetItem, PyDict_SetItem, PyDict_DelItem
+from cpython.tuple cimport PyTuple_GET_ITEM, PyTuple_GET_SIZE
 
 from pyresv._core.allocator cimport (
     DPA_PENDING,
@@ -35,10 +37,6 @@ from pyresv._core.allocator cimport (
     seq_t,
     tcb_t,
 )
-
-from cpython.object cimport Py_EQ, Py_LT, PyObject_RichCompareBool
-from cpython.float cimport PyFloat_AS_DOUBLE
-from cpython.tuple cimport PyTuple_GET_ITEM, PyTuple_GET_SIZE
 
 
 cdef extern from "Python.h":
@@ -294,13 +292,12 @@ cdef class FlatCore:
             return type(self.res).request(self.res, pid, depth, remote)
         cdef DepthPoolAllocator alloc = self.alloc
         cdef tcb_t tcb
-        cdef seq_t ticket
         env = self.env
         req = _new_request()
         _put(req, R_ENV, env)
         _put(req, R_CALLBACKS, [])
         _put(req, R_RESOURCE, self.res)
-        _put(req, R_PROC, self.env._active_proc)
+        _put(req, R_PROC, env._active_proc)
         _put(req, R_CORE, self)
         _put(req, R_USAGE, None)
         if alloc._busy:
