@@ -995,7 +995,7 @@ cdef inline int _int_arg(object o, long long* out) except -1:
     local of its own, so that the caller's variable never has its address
     taken and stays in a register.
     """
-    cdef long long v = 0
+    cdef long long v
     cdef int rc
     if pyresv_small_int(o, out):
         return 0
@@ -1006,6 +1006,7 @@ cdef inline int _int_arg(object o, long long* out) except -1:
 
 cdef int _int_arg_slow(object o, long long* out) except -1:
     cdef int overflow = 0
+    out[0] = 0
     if not PyLong_CheckExact(o):
         if isinstance(o, (bool, np.bool_)) or not PyIndex_Check(o):
             return 2
@@ -1413,17 +1414,12 @@ cdef class DepthPoolAllocator:
         cdef long long p = 0, dep = 0
         cdef int32_t level
         cdef tcb_t t
-        cdef int rc = _int_arg(pid, &p)
-        cdef bint new_rows = False
         # Arguments first (an __index__ or __bool__ may run Python code and
         # let another thread start a batch), then the one flag test, then
         # the state, with nothing in between that could let a thread run.
-        # A range check is one unsigned compare (a negative value wraps);
-        # a pid with its rows set up is in range.
-        if rc != 0 or <uint64_t>p >= <uint64_t>d.pid_rows:
-            if rc != 0 or <uint64_t>p >= <uint64_t>d.max_processes:
-                _raise_bad_pid(pid, d.max_processes)
-            new_rows = True
+        # A range check is one unsigned compare (a negative value wraps).
+        if _int_arg(pid, &p) != 0 or <uint64_t>p >= <uint64_t>d.max_processes:
+            _raise_bad_pid(pid, d.max_processes)
         if _int_arg(depth, &dep) != 0 or <uint64_t>(<uint64_t>dep - 1) >= <uint64_t>d.levels:
             _raise_bad_depth(depth, d.levels)
         level = <int32_t>dep
@@ -1432,8 +1428,7 @@ cdef class DepthPoolAllocator:
             if level > d.levels:
                 _raise_bad_remote(depth, d.levels)
         _idle(self._busy)
-        if new_rows:
-            _pid_rows_grow(d, <proc_t>p)
+        _pid_rows(d, <proc_t>p)
         t = _dpa_acquire(d, <proc_t>p, level)  # dpa_try_acquire, the arguments checked above
         if t < DPA_PENDING:  # DPA_QUEUE_FULL or DPA_LIMIT
             if t == DPA_LIMIT:
