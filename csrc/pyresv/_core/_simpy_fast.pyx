@@ -43,6 +43,8 @@ cdef extern from "Python.h":
     ctypedef struct PyListObject:
         PyObject** ob_item
     PyTypeObject PyFloat_Type
+    PyTypeObject PyLong_Type
+    long long PyLong_AsLongLongAndOverflow(PyObject*, int*) except? -1
     PyTypeObject* Py_TYPE(PyObject*)
 
 
@@ -117,13 +119,14 @@ def setup(request_cls, pending, normal, exit_py):
 
 # SimPy's event queue: heapq.heappush, with the tuple order of its entries
 # (time, priority, eid, event) compared item by item as tuplerichcompare does
-# (identity first, then ==, then <), exact floats as doubles. Any other entry
+# (identity first, then ==, then <), exact floats and ints as C numbers. Any other entry
 # is compared as a whole by Python. The same comparisons as heapq's, in the
 # same order, so the heap ends the same.
 cdef inline int _item_lt(PyObject* x, PyObject* y, int* equal) except -1:
     # 1 if x < y, 0 if not; *equal is set when x == y (then the next item decides).
     cdef double a, b
-    cdef int r
+    cdef long long i, j
+    cdef int r, ox = 0, oy = 0
     if x == y:
         equal[0] = 1
         return 0
@@ -132,6 +135,12 @@ cdef inline int _item_lt(PyObject* x, PyObject* y, int* equal) except -1:
         b = PyFloat_AS_DOUBLE(<object>y)
         equal[0] = a == b
         return a < b
+    if Py_TYPE(x) == &PyLong_Type and Py_TYPE(y) == &PyLong_Type:
+        i = PyLong_AsLongLongAndOverflow(x, &ox)
+        j = PyLong_AsLongLongAndOverflow(y, &oy)
+        if ox == 0 and oy == 0:
+            equal[0] = i == j
+            return i < j
     r = PyObject_RichCompareBool(<object>x, <object>y, Py_EQ)
     if r < 0:
         return -1
