@@ -178,3 +178,33 @@ def test_many_tickets_cancelled_in_any_order() -> None:
         assert pid == ticket  # pid p asked with ticket p
     assert served == list(range(1, n, 2))
     a.check()
+
+
+@pytest.mark.parametrize("n", [1000, 10_000, 60_000])
+def test_ticket_table_runs_stay_short_with_a_long_queue(n: int) -> None:
+    # Tickets are consecutive arrival numbers. Hashed as ``ticket & mask`` the
+    # pending requests filled one contiguous run of the core's ticket table,
+    # and removing one (a grant to the head of the queue) walked the whole
+    # run: n probes per release. A deletion walks at most to the end of its
+    # run, so the longest run bounds the work of every grant and cancel.
+    from pyresv._core.allocator import _ticket_runs
+
+    a = DepthPoolAllocator([(1, 1)], 1, max_processes=n + 2, max_waiters=n)
+    assert a.acquire(0) == 0
+    t = a.acquire(1)
+    assert t == 1  # the unreserved TCB
+    assert all(a.acquire(p) == PENDING for p in range(2, n + 2))
+    entries, longest = _ticket_runs(a)
+    assert entries == n
+    assert longest <= 64, longest  # was n
+    # Serve the head and queue the served pid again at the tail, n times over:
+    # every ticket 0 .. 2n-1 went through the table once.
+    for _ in range(n):
+        a.release(t)
+        (pid, t), = a.take_grants()
+        assert a.acquire(pid) == PENDING
+    entries, longest = _ticket_runs(a)
+    assert entries == n and longest <= 64, longest
+    a.check()
+    assert pickle.loads(pickle.dumps(a)).stats() == a.stats()
+    assert _ticket_runs(pickle.loads(pickle.dumps(a))) == (entries, longest)  # rebuilt, same hash

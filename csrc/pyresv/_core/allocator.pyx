@@ -166,11 +166,21 @@ cdef inline void _list_unlink(waitq_t* q, slot_t s, slot_list_t* L, int k) noexc
 # Tickets: a request is named by its arrival number (seq). An open-addressing
 # table (linear probing, at most half full) maps a pending request's ticket
 # to its slot, so cancelling one request is O(1) on average. An entry holds
-# slot + 1 and 0 when empty: the table is calloc'ed, and its pages are
-# touched only where tickets land.
+# slot + 1 and 0 when empty: the table is calloc'ed. A ticket's home entry is
+# a Fibonacci (multiplicative) hash of it, the top bits of ticket * 2**64/phi:
+# tickets are consecutive arrival numbers, and with ``ticket & mask`` the
+# pending requests sat in one contiguous run of entries, which every
+# backward-shift deletion walked to its end (a grant to the head of a queue of
+# n requests probed n entries). Consecutive tickets hash far apart (the
+# three-gap theorem), so runs stay short at any queue length.
+
+cdef inline int64_t _ticket_home(waitq_t* q, seq_t ticket) noexcept nogil:
+    """The home entry of ``ticket`` in the ticket table."""
+    return <int64_t>((<uint64_t>ticket * <uint64_t>0x9E3779B97F4A7C15ULL) >> q.ticket_shift)
+
 
 cdef inline void _ticket_insert(waitq_t* q, slot_t s) noexcept nogil:
-    cdef int64_t i = q.slots[s].seq & q.ticket_mask
+    cdef int64_t i = _ticket_home(q, q.slots[s].seq)
     c_assert(q.npending < q.capacity)  # so the table is at most half full
     while q.by_ticket[i] != 0:
         i = (i + 1) & q.ticket_mask
@@ -179,7 +189,7 @@ cdef inline void _ticket_insert(waitq_t* q, slot_t s) noexcept nogil:
 
 cdef inline void _ticket_remove(waitq_t* q, slot_t s) noexcept nogil:
     """Drop slot ``s`` from the ticket table (backward-shift deletion, no tombstones)."""
-    cdef int64_t i = q.slots[s].seq & q.ticket_mask
+    cdef int64_t i = _ticket_home(q, q.slots[s].seq)
     cdef int64_t j, home
     while q.by_ticket[i] != s + 1:
         i = (i + 1) & q.ticket_mask
@@ -188,7 +198,7 @@ cdef inline void _ticket_remove(waitq_t* q, slot_t s) noexcept nogil:
         j = (j + 1) & q.ticket_mask
         if q.by_ticket[j] == 0:
             break
-        home = q.slots[q.by_ticket[j] - 1].seq & q.ticket_mask
+        home = _ticket_home(q, q.slots[q.by_ticket[j] - 1].seq)
         # Entry j may move back to i unless its home lies cyclically in (i, j].
         if (i <= j and i < home <= j) or (i > j and (home > i or home <= j)):
             continue
@@ -199,7 +209,7 @@ cdef inline void _ticket_remove(waitq_t* q, slot_t s) noexcept nogil:
 
 cdef inline slot_t waitq_find(waitq_t* q, seq_t ticket) noexcept nogil:
     """The slot of the pending request with this ticket, or DPA_NIL."""
-    cdef int64_t i = ticket & q.ticket_mask
+    cdef int64_t i = _ticket_home(q, ticket)
     cdef slot_t s = q.by_ticket[i] - 1  # an empty entry (0) reads DPA_NIL
     while s != DPA_NIL:
         if q.slots[s].seq == ticket:
@@ -207,6 +217,29 @@ cdef inline slot_t waitq_find(waitq_t* q, seq_t ticket) noexcept nogil:
         i = (i + 1) & q.ticket_mask
         s = q.by_ticket[i] - 1
     return DPA_NIL
+
+
+def _ticket_runs(DepthPoolAllocator alloc):
+    """A test hook: ``(entries, longest run)`` of the ticket table.
+
+    A run is a maximal stretch of occupied entries (cyclic); deleting an
+    entry walks to the end of its run, finding one walks at most its run.
+    """
+    cdef waitq_t* q = &alloc.core.q
+    cdef int64_t size = q.ticket_mask + 1, i, start = -1, run = 0, longest = 0, count = 0
+    for i in range(size):  # start just after an empty entry (one exists: at most half full)
+        if q.by_ticket[i] == 0:
+            start = i
+            break
+    for i in range(1, size + 1):
+        if q.by_ticket[(start + i) & q.ticket_mask] != 0:
+            count += 1
+            run += 1
+            if run > longest:
+                longest = run
+        else:
+            run = 0
+    return count, longest
 
 
 cdef inline slot_t waitq_push(waitq_t* q, proc_t pid, int32_t level, bint seeker) noexcept nogil:
@@ -1304,8 +1337,10 @@ cdef class DepthPoolAllocator:
         d.q.next_seq = 0
         d.q.slots = <waiter_t*>_alloc(d, n_wait, sizeof(waiter_t))
         tsize = 2
+        d.q.ticket_shift = 63  # 64 - log2(tsize): a home is the top log2(tsize) bits of the hash
         while tsize < 2 * <int64_t>n_wait:
             tsize *= 2
+            d.q.ticket_shift -= 1
         d.q.ticket_mask = tsize - 1
         d.q.by_ticket = <slot_t*>_alloc(d, tsize, sizeof(slot_t), True)  # all empty (0)
         d.q.by_level = <slot_list_t*>_alloc(d, d.levels + 1, sizeof(slot_list_t))
