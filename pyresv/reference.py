@@ -388,8 +388,7 @@ class DepthPoolAllocator:
         self._pool_owner[pool] = -1
         del self._owned[(owner, level)]
         # ... and blocks 608/610: handed to the oldest waiter without a pool here.
-        seekers = self._seekers[level]
-        seeker = self._head(seekers)
+        seeker = self._head_seeker(level)
         if seeker is None:
             self._free_pools[level].append(pool)
             return
@@ -403,14 +402,22 @@ class DepthPoolAllocator:
                 continue
             if free:
                 self._grant(req, free.pop())
-            # No longer a seeker either way; lazy deletion drops it from the
-            # seekers deque. Mark by moving it: rebuild below.
-        self._drop_seekers_of(pid, level)
+            # The rest are no longer seekers: pid owns a pool here now, and
+            # _head_seeker skips them (lazy deletion).
 
-    def _drop_seekers_of(self, pid: int, level: int) -> None:
+    def _head_seeker(self, level: int) -> _Request | None:
+        """The oldest pending request at ``level`` of a pid owning no pool there, or None.
+
+        Lazy deletion, as :meth:`_head`: entries leave the seekers deque when
+        they reach its head, if granted or cancelled, or if their pid owns a
+        pool at ``level`` now (it got one with its requests there pending).
+        A pid loses that pool only when it is wholly free, i.e. after its own
+        requests there were all served, so no entry becomes a seeker again.
+        """
         q = self._seekers[level]
-        if any(r.pid == pid and r.alive for r in q):
-            self._seekers[level] = deque(r for r in q if r.alive and r.pid != pid)
+        while q and (not q[0].alive or (q[0].pid, level) in self._owned):
+            q.popleft()
+        return q[0] if q else None
 
     def _pool_of(self, tcb: int) -> int:
         # Pools are contiguous and level-major: the last pool whose base is <= tcb.

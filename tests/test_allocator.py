@@ -1151,3 +1151,62 @@ def test_a_large_allocator_touches_only_the_memory_it_uses() -> None:
             a.release(t)
     assert resident() - before < 16_000_000
     a.check()
+
+
+# --- acquire's arguments may run Python code that acquires for a farther pid
+# (hostile report H2): acquire used to decide whether the pid's rows needed
+# setting up before depth.__index__ / remote.__bool__ ran, then set them up
+# from a stale mark (a negative memset length) and crashed the process.
+
+def _reentrant_acquire(a: Any, make_arg: Callable[[Callable[[], None]], Any], as_depth: bool) -> int:
+    inner: list[int] = []
+    arg = make_arg(lambda: inner.append(a.acquire(5000, 1)))  # a far pid: rows set up for 5,000+
+    t = a.acquire(5, arg) if as_depth else a.acquire(5, 1, arg)
+    assert inner == [0]  # the inner call ran first and took pool 0
+    a.check()
+    assert a.owned_pool(5000, 1) == 0 and a.holder(t) == 5
+    return t
+
+
+def test_acquire_reentered_by_remote_bool_for_a_farther_pid(allocator_cls: type) -> None:
+    class Sneaky:
+        def __init__(self, hook: Callable[[], None]) -> None:
+            self.hook = hook
+
+        def __bool__(self) -> bool:
+            self.hook()
+            return False
+
+    a = allocator_cls([(2, 2)] * 2, 2, max_processes=10_000)
+    assert _reentrant_acquire(a, Sneaky, as_depth=False) == 2  # pool 1, a local call
+
+
+def test_acquire_reentered_by_depth_index_for_a_farther_pid(allocator_cls: type) -> None:
+    class Depth:
+        def __init__(self, hook: Callable[[], None]) -> None:
+            self.hook = hook
+
+        def __index__(self) -> int:
+            self.hook()
+            return 1
+
+    a = allocator_cls([(2, 2)] * 2, 2, max_processes=10_000)
+    assert _reentrant_acquire(a, Depth, as_depth=True) == 2
+
+
+def test_acquire_while_another_thread_acquires_for_a_farther_pid(allocator_cls: type) -> None:
+    # The two-thread form, made deterministic: remote.__bool__ runs another
+    # thread's acquire to its end (join) between acquire's argument parsing
+    # and its use of the state.
+    class Waits:
+        def __init__(self, hook: Callable[[], None]) -> None:
+            self.hook = hook
+
+        def __bool__(self) -> bool:
+            other = threading.Thread(target=self.hook)
+            other.start()
+            other.join()
+            return False
+
+    a = allocator_cls([(2, 2)] * 2, 2, max_processes=10_000)
+    assert _reentrant_acquire(a, Waits, as_depth=False) == 2
