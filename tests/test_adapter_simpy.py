@@ -931,10 +931,12 @@ _USE = st.fixed_dictionaries({
 _USER = st.tuples(st.sampled_from([None, 0, 1, 2]), st.lists(_USE, min_size=1, max_size=3))
 
 
-def _run_random_model(cls: Any, kind: str, capacity: int, users: list[Any]) -> list[tuple[Any, ...]]:
+def _run_random_model(
+    cls: Any, kind: str, capacity: int, users: list[Any], environment: Callable[[], Any] = simpy.Environment
+) -> list[tuple[Any, ...]]:
     """The whole trace of a random model: every ask, grant, renege, preemption and release,
     with the resource's users and queue (as the requests' tags) at that moment."""
-    env = simpy.Environment()
+    env = environment()
     res = cls(env, capacity=capacity)
     log: list[tuple[Any, ...]] = []
     names: dict[Any, str] = {}  # process -> name
@@ -1054,7 +1056,8 @@ def test_the_drop_in_form_runs_compiled_and_nothing_else_does():
     # DepthResource(env, capacity=N) over the compiled core: request(), the requests'
     # __exit__ and the trigger event run in pyresv._core._simpy_fast. Every other form
     # (levels, a monitor, the priority classes, another allocator class, a subclass
-    # with its own request) keeps the pure-Python path.
+    # with its own request or release, an environment with its own schedule) keeps
+    # the pure-Python path.
     env = simpy.Environment()
     res = DepthResource(env, capacity=2)
     assert type(res._rel).__name__ == "FlatCore" and res.request.__self__ is res._rel
@@ -1070,7 +1073,17 @@ def test_the_drop_in_form_runs_compiled_and_nothing_else_does():
             Counting.calls += 1
             return super().request(pid, depth, remote)
 
+    class OwnRelease(DepthResource):
+        def release(self, request):
+            return super().release(request)
+
+    class OwnSchedule(simpy.Environment):
+        def schedule(self, event, priority=1, delay=0):
+            super().schedule(event, priority, delay)
+
     others = [
+        OwnRelease(env, capacity=2),
+        DepthResource(OwnSchedule(), capacity=2),
         DepthResource(env, capacity=2, levels=2),
         DepthResource(env, capacity=2, monitor=True),
         DepthPriorityResource(env, capacity=2),
@@ -1180,6 +1193,185 @@ def _request_attributes(python: bool) -> list[tuple[Any, ...]]:
 def test_the_compiled_and_python_paths_make_the_same_requests():
     # Not only the trace: every attribute a model can read of its requests.
     assert _request_attributes(python=False) == _request_attributes(python=True)
+
+
+@pytest.mark.skipif(not COMPILED, reason="the core is not built")
+def test_the_compiled_exit_refuses_another_type_as_self():
+    # DepthRequest.__exit__ is a compiled module function, not a method: it checks
+    # self's type itself before reading its slots (a method descriptor's TypeError).
+    env = simpy.Environment()
+    theirs = simpy.Resource(env, capacity=1)
+    req = theirs.request()
+    for other in (object(), req):
+        with pytest.raises(TypeError, match=f"doesn't apply to a '{type(other).__name__}' object"):
+            DepthRequest.__exit__(other, None, None, None)
+    assert theirs.users == [req]
+    # A subclass of DepthRequest is one (its base's slots stay where they are).
+    res = DepthPriorityResource(env, capacity=1)
+    with res.request() as mine:
+        assert res.users == [mine]
+    assert res.users == []
+
+
+@pytest.mark.parametrize("core", [object(), None, "del"])
+def test_a_request_whose_core_was_replaced_leaves_through_the_python_path(core):
+    # _core is a slot a model can write: anything but the resource's own compiled
+    # path makes __exit__ the pure-Python one, which does not read it.
+    env = simpy.Environment()
+    res = DepthResource(env, capacity=1)
+    first, second = res.request(), res.request()
+    if core == "del":
+        del first._core
+    else:
+        first._core = core
+    first.__exit__(None, None, None)
+    env.run()
+    assert res.users == [second] and second.triggered and len(res.queue) == 0
+    second.__exit__(None, None, None)
+    env.run()
+    assert_clean(res)
+
+
+class TracingEnv(simpy.Environment):
+    """An environment that logs every schedule() call: the event's kind (SimPy's
+    class name, ``Depth`` left out), its priority and delay, and the time."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.log: list[tuple[Any, ...]] = []
+
+    def schedule(self, event: Any, priority: Any = 1, delay: Any = 0) -> None:
+        kind = type(event).__name__.replace("Depth", "").replace("PriorityRequest", "Request")
+        self.log.append((self._now, kind, priority, delay))
+        super().schedule(event, priority, delay)
+
+
+@pytest.mark.parametrize("kind", ["resource", "priority", "preemptive"])
+def test_an_environment_overriding_schedule_sees_every_event_as_with_simpy(make, kind):
+    # A tracing (or checking) environment sees each event of the resource through
+    # its schedule(), as with simpy.Resource; the drop-in pushes onto the event
+    # queue itself only for an environment that keeps SimPy's schedule().
+    def run(build: Callable[..., Any]) -> list[tuple[Any, ...]]:
+        env = TracingEnv()
+        res = build(env, 2, kind)
+
+        def user(i: int) -> Any:
+            yield env.timeout(i % 2)
+            with res.request() as req:
+                yield req
+                yield env.timeout(1)
+            req = res.request()
+            yield req
+            yield res.release(req)
+
+        for i in range(5):
+            env.process(user(i))
+        env.run()
+        return env.log
+
+    theirs = run(lambda env, capacity, kind: SIMPY[kind](env, capacity=capacity))
+    assert len(theirs) == 40
+    assert run(make) == theirs
+
+
+# Same random models as test_random_models_give_simpys_trace, in a tracing environment.
+@pytest.mark.parametrize("kind", ["resource", "priority"])
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(capacity=st.integers(1, 3), users=st.lists(_USER, min_size=1, max_size=6))
+def test_random_models_schedule_simpys_events_in_an_environment_overriding_schedule(kind, capacity, users):
+    def run(cls: Any) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+        envs: list[TracingEnv] = []
+
+        def tracing() -> TracingEnv:
+            envs.append(TracingEnv())
+            return envs[-1]
+
+        trace = _run_random_model(cls, kind, capacity, users, tracing)
+        return trace, envs[0].log
+
+    expected = run(SIMPY[kind])
+    assert run(DEPTH[kind]) == expected
+    if kind == "resource":
+        with python_path():
+            assert run(DepthResource) == expected
+
+
+@pytest.mark.parametrize("kind", ["resource", "priority", "preemptive"])
+def test_a_subclass_overriding_release_sees_every_with_exit(make, kind):
+    # SimPy's Request.__exit__ calls resource.release(request): a subclass that
+    # overrides release() sees every release, by with block or by hand.
+    def run(build: Callable[..., Any]) -> list[tuple[Any, ...]]:
+        env = simpy.Environment()
+        base = type(build(env, 1, kind))
+        log: list[tuple[Any, ...]] = []
+        names: dict[Any, str] = {}
+
+        class Counting(base):  # type: ignore[misc,valid-type]
+            def release(self, request: Any) -> Any:
+                log.append((env.now, names[request], request.triggered))
+                return super().release(request)
+
+        res = Counting(env, capacity=1)
+
+        def user(i: int) -> Any:
+            with res.request() as req:
+                names[req] = f"w{i}"
+                yield req
+                yield env.timeout(1)
+            req = res.request()
+            names[req] = f"r{i}"
+            yield req
+            yield res.release(req)
+
+        for i in range(3):
+            env.process(user(i))
+        env.run()
+        assert res.count == 0 and len(res.queue) == 0
+        return log
+
+    theirs = run(lambda env, capacity, kind: SIMPY[kind](env, capacity=capacity))
+    assert len(theirs) == 6
+    assert run(make) == theirs
+
+
+@pytest.mark.parametrize("kind", ["resource", "priority", "preemptive"])
+@pytest.mark.parametrize("initial_time", [-0.0, True, 0.0, 2, float("inf")])
+def test_events_are_scheduled_at_now_plus_zero_as_simpy_does(make, kind, initial_time):
+    # Environment.schedule(event) pushes now + 0: from initial_time=-0.0 the clock
+    # reads 0.0 after the first step, from True it reads 1. Every push of the resource
+    # (a request granted at once, one served by a new request, a with-exit release)
+    # is made at now, before any step.
+    env = simpy.Environment(initial_time)
+    res = make(env, 1, kind)
+    first, second = res.request(), res.request()
+    first.__exit__(None, None, None)  # second's unit is freed; served by the next request
+    third = res.request()
+    usage = [repr(r.usage_since) for r in (first, second, third)]
+    seen = []
+    while env.peek() < float("inf") or env._queue:
+        env.step()
+        seen.append((repr(env.now), type(env.now).__name__))
+    theirs = simpy.Environment(initial_time)
+    ref = SIMPY[kind](theirs, capacity=1)
+    rfirst, rsecond = ref.request(), ref.request()
+    rfirst.__exit__(None, None, None)
+    rthird = ref.request()
+    expected = []
+    while theirs._queue:
+        theirs.step()
+        expected.append((repr(theirs.now), type(theirs.now).__name__))
+    assert (usage, seen) == ([repr(r.usage_since) for r in (rfirst, rsecond, rthird)], expected)
+
+
+def test_a_nested_resources_events_are_scheduled_at_now_plus_zero():
+    # levels=2 requests (the implicit task-tree path) too: a -0.0 clock reads 0.0 after a step.
+    for python in (False, True):
+        with python_path() if python else contextlib.nullcontext():
+            env = simpy.Environment(-0.0)
+            res = DepthResource(env, capacity=2, levels=2)
+            res.request()
+            env.step()
+            assert repr(env.now) == "0.0"
 
 
 # ----------------------------------------------------------------- levels=D

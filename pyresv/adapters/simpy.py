@@ -94,6 +94,7 @@ TESTED_SIMPY = ("4.1.2",)
 
 _names = itertools.count()
 _new = object.__new__
+_schedule = simpy.Environment.schedule
 
 
 class _Count:
@@ -275,11 +276,16 @@ class DepthRequest(Event):
         # SimPy's Request.__exit__: cancel if still waiting, then release,
         # except on generator cleanup. The release is DepthResource.release
         # inlined (this runs once per use of the resource), with the resource's
-        # own trigger event in place of a Release event nobody can see.
+        # own trigger event in place of a Release event nobody can see; unless
+        # the resource's class overrides release() or its environment's
+        # schedule() (res._inline_exit): then resource.release(self), as SimPy.
         res = self.resource
         if self._value is _PENDING:
             res._cancel(self)
         if exc_type is GeneratorExit:
+            return
+        if not res._inline_exit:
+            res.release(self)
             return
         tcb = self._tcb
         if tcb >= 0:
@@ -312,7 +318,7 @@ class DepthRequest(Event):
                     res._free(tcb, self)
         res._rel.n += 1
         env = res._env
-        heappush(env._queue, (env._now, _NORMAL, next(env._eid), res._trigger_ev))
+        heappush(env._queue, (env._now + 0, _NORMAL, next(env._eid), res._trigger_ev))
 
     if _simpy_fast is not None:
         # The pure-Python __exit__ above stays the reference: the compiled one
@@ -499,10 +505,23 @@ class DepthResource:
         self.monitor: Monitor | None = Monitor(self._levels) if monitor else None
         # The fast paths: one level of unreserved units, nothing to record.
         self._fast = self._flat and self.monitor is None
+        # Events are pushed onto SimPy's event queue directly (Environment.schedule
+        # inlined) only when the environment's class keeps SimPy's schedule(): an
+        # environment overriding it (tracing, checking) sees every event of the
+        # resource go through it, as with simpy.Resource.
+        self._direct = (
+            getattr(type(env), "schedule", None) is _schedule and type(getattr(env, "_queue", None)) is list
+        )
+        # Leaving a with block releases inline (no Release event, the trigger
+        # event instead) only when nobody could see the difference: release()
+        # not overridden (SimPy's Request.__exit__ calls resource.release) and
+        # events pushed directly.
+        self._inline_exit = self._direct and type(self).release is DepthResource.release
         if self.monitor is not None:
             self._note()
         elif (
             self._fast
+            and self._inline_exit
             and _FlatCore is not None
             and type(alloc) is _CompiledAllocator
             and type(self).request is DepthResource.request
@@ -598,7 +617,10 @@ class DepthResource:
                 req._tcb = tcb
                 req.usage_since = now = env._now
                 self._held[tcb] = req
-                heappush(env._queue, (now, _NORMAL, next(env._eid), req))
+                if self._direct:  # env.schedule(req), inlined
+                    heappush(env._queue, (now + 0, _NORMAL, next(env._eid), req))
+                else:
+                    env.schedule(req)
             else:
                 req._value = _PENDING
                 if tcb >= 0:  # behind the granted waiters: see _queue_behind
@@ -613,7 +635,10 @@ class DepthResource:
                     first._value = None
                     first.usage_since = now = env._now
                     self._held[first._tcb] = first
-                    heappush(env._queue, (now, _NORMAL, next(env._eid), first))
+                    if self._direct:
+                        heappush(env._queue, (now + 0, _NORMAL, next(env._eid), first))
+                    else:
+                        env.schedule(first)
                     if ready and not self._rel.n:
                         self._serve(False)
             if self.monitor is not None:
@@ -670,7 +695,10 @@ class DepthResource:
             req._tcb = tcb
             req.usage_since = now = env._now
             self._held[tcb] = req
-            heappush(env._queue, (now, _NORMAL, next(env._eid), req))
+            if self._direct:  # env.schedule(req), inlined
+                heappush(env._queue, (now + 0, _NORMAL, next(env._eid), req))
+            else:
+                env.schedule(req)
         else:
             req._value = _PENDING
             req._ticket = ticket = self._alloc.last_ticket

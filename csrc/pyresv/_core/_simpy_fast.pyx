@@ -2,7 +2,9 @@
 """The drop-in ``DepthResource(env, capacity=N)`` of ``pyresv.adapters.simpy``, compiled (private).
 
 A resource of one level of unreserved units with no monitor (``_fast``) over
-the compiled allocator gets a :class:`FlatCore`: its ``request()``, the
+the compiled allocator, whose class keeps ``release()`` and whose environment's
+class keeps SimPy's ``schedule()`` (``_inline_exit``: the events are pushed onto
+the queue here, as ``schedule`` would), gets a :class:`FlatCore`: its ``request()``, the
 ``__exit__`` of its requests and the processing of its trigger event run here,
 calling the allocator's C functions directly. They do what the pure-Python
 fast path of ``pyresv.adapters.simpy`` does, step by step and in the same
@@ -24,6 +26,7 @@ from cpython.float cimport PyFloat_AS_DOUBLE
 from cpython.object cimport Py_EQ, Py_LT, PyObject, PyObject_RichCompareBool, PyTypeObject
 from cpython.ref cimport Py_INCREF, Py_XDECREF
 from cpython.tuple cimport PyTuple_GET_ITEM, PyTuple_GET_SIZE
+from libc.math cimport signbit
 
 from pyresv._core.allocator cimport (
     DPA_PENDING,
@@ -223,11 +226,34 @@ def request_enter(self):
 
 def request_exit(self, exc_type, exc, tb):
     """``DepthRequest.__exit__``: compiled for the requests of a :class:`FlatCore`."""
+    # A module function, not a method: nothing else checks self's type before its
+    # slots are read by offset (a method descriptor's TypeError, as CPython words it).
+    if type(self) is not _Request and not isinstance(self, _Request):
+        raise TypeError(
+            f"descriptor '__exit__' for '{_Request.__name__}' objects doesn't apply to a '{type(self).__name__}' object"
+        )
+    # _core is a writable slot: anything but a FlatCore (unset, None, or assigned
+    # from Python) goes through the pure-Python __exit__, which does not read it.
     cdef PyObject* core = (<PyObject**>((<char*><PyObject*>self) + R_CORE))[0]
-    if core == NULL or <object>core is None:
-        return _exit_py(self, exc_type, exc, tb)
-    (<FlatCore>core).exit(self, exc_type)
-    return None
+    if core != NULL and Py_TYPE(core) == <PyTypeObject*>FlatCore:
+        (<FlatCore>core).exit(self, exc_type)
+        return None
+    return _exit_py(self, exc_type, exc, tb)
+
+
+cdef inline object _plus0(object now):
+    # The time SimPy's Environment.schedule(event) pushes: now + 0 (delay 0), which
+    # turns -0.0 into 0.0 and a bool into an int. An exact int, or an exact float
+    # other than -0.0 and NaN, is its own now + 0 (and == tells it from any
+    # other entry's time as a new object would): no new object.
+    cdef double d
+    if Py_TYPE(<PyObject*>now) == &PyFloat_Type:
+        d = PyFloat_AS_DOUBLE(now)
+        if d == d and not (d == 0.0 and signbit(d)):
+            return now
+    elif Py_TYPE(<PyObject*>now) == &PyLong_Type:
+        return now
+    return now + 0
 
 
 cdef class FlatCore:
@@ -270,7 +296,8 @@ cdef class FlatCore:
         return self.env._now
 
     cdef inline int _schedule(self, object now, object event) except -1:
-        _heappush(self.queue, (now, _NORMAL, next(self.eid), event))
+        # Environment.schedule(event): made only for an environment that does not override it.
+        _heappush(self.queue, (_plus0(now), _NORMAL, next(self.eid), event))
         return 0
 
     cdef inline int _serve_one(self) except -1:
