@@ -1106,7 +1106,7 @@ def test_release_finds_the_pool_of_any_tcb(size: int) -> None:
 
 
 def test_pids_far_apart_each_see_their_own_rows() -> None:
-    # The core sets a pid's per-pid rows up on first use, a block of 1,024
+    # The core sets a pid's per-pid rows up on first use, its block of 1,024
     # pids at a time: pids in blocks never used read as holding, owning and
     # awaiting nothing, from every entry point, and then behave as any pid.
     kwargs: dict[str, Any] = {"max_processes": 5000, "max_waiters": 16}
@@ -1135,7 +1135,7 @@ def test_pids_far_apart_each_see_their_own_rows() -> None:
 def test_a_large_allocator_touches_only_the_memory_it_uses() -> None:
     # 4M pids and 1M wait-queue slots: ~80 MB of per-pid rows and an 8 MB
     # ticket table, allocated (nbytes counts them) but written only where
-    # used (the rows up to the highest pid's block of 1,024, the ticket
+    # used (the rows of the blocks of 1,024 pids in use, the ticket
     # entries requests land on), so they stay out of the resident set.
     def resident() -> int:
         with open("/proc/self/statm") as f:
@@ -1210,3 +1210,39 @@ def test_acquire_while_another_thread_acquires_for_a_farther_pid(allocator_cls: 
 
     a = allocator_cls([(2, 2)] * 2, 2, max_processes=10_000)
     assert _reentrant_acquire(a, Waits, as_depth=False) == 2
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/statm"), reason="needs /proc/self/statm")
+def test_a_far_pid_sets_up_only_its_own_block_of_rows() -> None:
+    # Hostile report H3: the first use of a far pid set up the rows of every
+    # pid below it (176 MB of rows here, 2.8 s and 430 MB at 10M pids), not
+    # its block of 1,024. Counted with a test hook and the resident set.
+    from pyresv._core.allocator import _pid_blocks_ready
+
+    def resident() -> int:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+    n = 1 << 22
+    before = resident()
+    a = DepthPoolAllocator([(4, 9)] * 3, 32, max_processes=n, max_waiters=64)
+    r = ReferenceAllocator([(4, 9)] * 3, 32, max_processes=n, max_waiters=64)
+    assert a.nbytes > 44 * n  # 12 * levels + 8 bytes of rows per pid
+    assert _pid_blocks_ready(a) == []
+    assert a.acquire(n - 1, 3) == r.acquire(n - 1, 3) == 72
+    assert _pid_blocks_ready(a) == [(n - 1) // 1024]
+    assert resident() - before < 16_000_000  # was > 176 MB
+    assert (a.pending(n // 2), a.owned_pool(n // 2, 1), a.cancel(n // 2)) == (0, -1, 0)
+    assert _pid_blocks_ready(a) == [(n - 1) // 1024]  # queries set nothing up
+    assert a.acquire(5, 1) == r.acquire(5, 1) == 0
+    assert a.acquire(n // 2 + 7, 2) == r.acquire(n // 2 + 7, 2) == 36
+    assert _pid_blocks_ready(a) == [0, n // 2048, (n - 1) // 1024]
+    a.check()
+    b = pickle.loads(pickle.dumps(a))
+    b.check()
+    assert _pid_blocks_ready(b) == _pid_blocks_ready(a)  # the holders' blocks, rebuilt
+    assert b.stats() == a.stats() == r.stats()
+    assert [a.release_all(p) for p in (n - 1, 5, n // 2 + 7)] == [r.release_all(p) for p in (n - 1, 5, n // 2 + 7)]
+    assert a.stats() == r.stats()
+    assert resident() - before < 16_000_000
+    a.check()

@@ -28,8 +28,9 @@ Layout
   makes ``release_all`` O(k log k) in the TCBs k the pid holds), 8 per pool,
   plus 12 * levels + 8 bytes per pid and 48 bytes per wait-queue slot (56 to
   64 with the ticket table). The per-pid rows are allocated for
-  ``max_processes`` pids but set up on first use, in blocks of 1,024 pids
-  (``pid_rows``): an allocator whose pids are small touches only their pages.
+  ``max_processes`` pids but set up on first use, one block of 1,024 pids
+  at a time (``pid_ready``, one byte per block): only the pages of the
+  blocks of pids in use are touched, wherever those pids are.
 
 Errors
 ------
@@ -45,7 +46,7 @@ to run (``AllocatorError``, "busy") while a batch of the same allocator
 runs without the GIL on another thread, queries included.
 """
 
-from libc.stdint cimport int32_t, int64_t, uint64_t
+from libc.stdint cimport int32_t, int64_t, uint8_t, uint64_t
 
 ctypedef int32_t tcb_t        # a TCB id 0 .. total-1 (negative: a code below)
 ctypedef int32_t proc_t       # a process id 0 .. max_processes-1, or DPA_NIL
@@ -158,9 +159,10 @@ cdef struct dpa_t:                      # one cluster's resource manager (118a/1
     count_t       cancelled             # queued requests dropped by cancel/release_all
     count_t       released              # TCBs released
     Py_ssize_t    nbytes                # bytes of the fixed C arrays (grants buffer not included)
-    proc_t        pid_rows              # the per-pid rows (pid_unres, owned, q.by_pid_level,
-                                        # q.pid_count) are set up for pids below this; a pid at
-                                        # or above it holds, owns and waits for nothing yet
+    uint8_t*      pid_ready             # [ceil(max_processes / 1024)] 1 once the per-pid rows
+                                        # (pid_unres, owned, q.by_pid_level, q.pid_count) of the
+                                        # block of 1,024 pids pid >> 10 are set up, else 0: a pid
+                                        # of a block not set up holds, owns and waits for nothing
 
 
 cdef class DepthPoolAllocator:

@@ -100,33 +100,48 @@ cdef inline Py_ssize_t _pl(int32_t levels, proc_t pid, int32_t level) noexcept n
 
 
 # The per-pid rows (pid_unres, owned, q.by_pid_level, q.pid_count) are
-# allocated for max_processes pids but set up on first use, a block of
-# PID_BLOCK pids at a time: rows of pids >= d.pid_rows were never written and
-# are never read (such a pid holds, owns and waits for nothing). Only the
-# pages of the pids in use are touched (a constructor writing all of them
-# took ~2 ms and ~800 page faults at the default 65,536 pids).
+# allocated for max_processes pids but set up on first use, one block of
+# PID_BLOCK pids at a time: d.pid_ready[pid >> PID_SHIFT] says whether pid's
+# block is set up. Rows of a block not set up were never written and are never
+# read (its pids hold, own and wait for nothing). Only the pages of the blocks
+# in use are touched (a constructor writing all of them took ~2 ms and ~800
+# page faults at the default 65,536 pids; setting up every block below a far
+# pid took 2.8 s and 430 MB for one acquire at pid 10M).
 cdef enum:
-    PID_BLOCK = 1024
+    PID_SHIFT = 10
+    PID_BLOCK = 1 << PID_SHIFT
 
 
-cdef void _pid_rows_grow(dpa_t* d, proc_t pid) noexcept nogil:
-    """Set up the rows of every pid up to ``pid``'s block (pid_rows <= pid < max_processes)."""
-    cdef Py_ssize_t lo = d.pid_rows
-    cdef Py_ssize_t hi = (<Py_ssize_t>pid // PID_BLOCK + 1) * PID_BLOCK
-    c_assert(lo <= pid < d.max_processes)
+cdef void _pid_block_setup(dpa_t* d, Py_ssize_t b) noexcept nogil:
+    """Set up the rows of the pids of block ``b`` (not set up yet)."""
+    cdef Py_ssize_t lo = b * PID_BLOCK
+    cdef Py_ssize_t hi = lo + PID_BLOCK
+    c_assert(0 <= lo < d.max_processes and not d.pid_ready[b])
     if hi > d.max_processes:
         hi = d.max_processes
     memset(&d.pid_unres[lo], 0xFF, <size_t>(hi - lo) * sizeof(tcb_t))  # all DPA_NIL
     memset(&d.owned[lo * d.levels], 0xFF, <size_t>(hi - lo) * d.levels * sizeof(pool_t))
     memset(&d.q.by_pid_level[lo * d.levels], 0xFF, <size_t>(hi - lo) * d.levels * sizeof(slot_list_t))
     memset(&d.q.pid_count[lo], 0, <size_t>(hi - lo) * sizeof(int32_t))
-    d.pid_rows = <proc_t>hi
+    d.pid_ready[b] = 1
+
+
+cdef inline bint _has_rows(dpa_t* d, proc_t pid) noexcept nogil:
+    """Whether ``pid``'s (0 <= pid < max_processes) rows are set up."""
+    return d.pid_ready[pid >> PID_SHIFT] != 0
 
 
 cdef inline void _pid_rows(dpa_t* d, proc_t pid) noexcept nogil:
     """Make sure ``pid`` (0 <= pid < max_processes) has its rows."""
-    if pid >= d.pid_rows:
-        _pid_rows_grow(d, pid)
+    if d.pid_ready[pid >> PID_SHIFT] == 0:
+        _pid_block_setup(d, pid >> PID_SHIFT)
+
+
+def _pid_blocks_ready(DepthPoolAllocator alloc):
+    """A test hook: the blocks of PID_BLOCK pids whose rows are set up, in order."""
+    cdef dpa_t* d = &alloc.core
+    cdef Py_ssize_t b
+    return [b for b in range((d.max_processes + PID_BLOCK - 1) // PID_BLOCK) if d.pid_ready[b]]
 
 
 # ============================================================== wait queue
@@ -483,7 +498,7 @@ cdef inline tcb_t _dpa_acquire(dpa_t* d, proc_t pid, int32_t level) noexcept nog
     cdef level_info_t* L = &d.level[level]
     cdef int32_t n
     cdef tcb_t t
-    c_assert(0 <= pid < d.pid_rows and 1 <= level <= d.levels)
+    c_assert(0 <= pid < d.max_processes and _has_rows(d, pid) and 1 <= level <= d.levels)
     # Every counter and ticket is at most the requests served or queued
     # (granted, cancelled <= queued; released <= served + granted), so this
     # one bound keeps every state re-picklable (pyresv._validate.SEQ_LIMIT).
@@ -816,7 +831,7 @@ cdef int32_t dpa_cancel(dpa_t* d, proc_t pid) noexcept nogil:
     cdef slot_t s, nxt
     if pid < 0 or pid >= d.max_processes:
         return DPA_BAD_ARG
-    if pid >= d.pid_rows or d.q.pid_count[pid] == 0:
+    if not _has_rows(d, pid) or d.q.pid_count[pid] == 0:
         return 0
     for level in range(1, d.levels + 1):
         s = d.q.by_pid_level[_pl(d.levels, pid, level)].head
@@ -933,7 +948,7 @@ cdef pool_t dpa_pool_of(dpa_t* d, tcb_t tcb) noexcept nogil:
 cdef pool_t dpa_owned_pool(dpa_t* d, proc_t pid, int32_t level) noexcept nogil:
     if pid < 0 or pid >= d.max_processes or level < 1 or level > d.levels:
         return DPA_BAD_ARG
-    if pid >= d.pid_rows:
+    if not _has_rows(d, pid):
         return DPA_NIL
     return d.owned[_pl(d.levels, pid, level)]
 
@@ -943,7 +958,7 @@ cdef int32_t dpa_pending(dpa_t* d, proc_t pid) noexcept nogil:
         return d.q.npending
     if pid < 0 or pid >= d.max_processes:
         return DPA_BAD_ARG
-    if pid >= d.pid_rows:
+    if not _has_rows(d, pid):
         return 0
     return d.q.pid_count[pid]
 
@@ -1322,8 +1337,8 @@ cdef class DepthPoolAllocator:
         d.unres_free = 0 if d.unreserved > 0 else DPA_NIL
         d.unres_nfree = d.unreserved
 
-        # Per-pid tables, their rows set up on first use (_pid_rows).
-        d.pid_rows = 0
+        # Per-pid tables, their rows set up on first use, a block at a time (_pid_rows).
+        d.pid_ready = <uint8_t*>_alloc(d, (n_procs + PID_BLOCK - 1) // PID_BLOCK, 1, True)  # none (0)
         d.pid_unres = <tcb_t*>_alloc(d, n_procs, sizeof(tcb_t))
         d.owned = <pool_t*>_alloc(d, <Py_ssize_t>n_procs * d.levels, sizeof(pool_t))
 
@@ -1369,6 +1384,7 @@ cdef class DepthPoolAllocator:
         PyMem_Free(d.holder)
         PyMem_Free(d.unres_next)
         PyMem_Free(d.unres_prev)
+        PyMem_Free(d.pid_ready)
         PyMem_Free(d.pid_unres)
         PyMem_Free(d.owned)
         PyMem_Free(d.q.slots)
@@ -2094,22 +2110,24 @@ cdef object _find_broken(DepthPoolAllocator a):
     cdef tcb_t t, base, u, prev
     cdef proc_t owner, pid
     cdef slot_t s, sp
-    cdef Py_ssize_t i, count, total_pending, nheld_unres, nseek, nfree_slots
+    cdef Py_ssize_t i, count, total_pending, nheld_unres, nseek, nfree_slots, b, nblocks
     cdef int64_t last_seq
     cdef int32_t[::1] cnt
+    cdef int64_t[::1] slot
     cdef uint8_t[::1] mark = np.zeros(max(d.total, d.npools, 1), dtype=np.uint8)
     cdef uint8_t[::1] in_free = np.zeros(max(d.npools, 1), dtype=np.uint8)
 
-    if d.pid_rows < 0 or d.pid_rows > d.max_processes or (
-            d.pid_rows % PID_BLOCK != 0 and d.pid_rows != d.max_processes):
-        return f"per-pid rows set up for {d.pid_rows} pids of {d.max_processes}"
+    nblocks = (d.max_processes + PID_BLOCK - 1) // PID_BLOCK
+    for b in range(nblocks):
+        if d.pid_ready[b] > 1:
+            return f"per-pid rows of block {b}: ready mark {d.pid_ready[b]}"
     # Every TCB free or held by a pid in [0, max_processes) (the checks below
     # index per-pid tables by holder).
     for t in range(d.total):
         if d.holder[t] < DPA_NIL or d.holder[t] >= d.max_processes:
             return f"TCB {t} held by pid {d.holder[t]}, out of range [0, {d.max_processes})"
-        if d.holder[t] >= d.pid_rows:
-            return f"TCB {t} held by pid {d.holder[t]}, whose rows are not set up ({d.pid_rows})"
+        if d.holder[t] != DPA_NIL and not _has_rows(d, d.holder[t]):
+            return f"TCB {t} held by pid {d.holder[t]}, whose rows are not set up"
     # Free-pool stacks: pools of their level, each once.
     for l in range(1, d.levels + 1):
         L = &d.level[l]
@@ -2155,22 +2173,25 @@ cdef object _find_broken(DepthPoolAllocator a):
                 return f"pool {p}: owner {owner} does not list it at level {l}"
     # Ownership table: a pid owns at most one pool per level, an owned one.
     # (Pids without their rows own nothing.)
-    for pid in range(d.pid_rows):
-        for l in range(1, d.levels + 1):
-            p = d.owned[_pl(d.levels, pid, l)]
-            if p == DPA_NIL:
-                continue
-            L = &d.level[l]
-            if p < L.first_pool or p >= L.first_pool + L.pools:
-                return f"pid {pid} level {l}: ownership table names pool {p} of another level"
-            base = _pool_base(d, p, l)
-            owner = DPA_NIL
-            for t in range(base, base + L.size):
-                if d.holder[t] != DPA_NIL:
-                    owner = d.holder[t]
-                    break
-            if owner != pid:
-                return f"pid {pid} level {l}: ownership table names pool {p} wrongly (holder {owner})"
+    for b in range(nblocks):  # the pids of the blocks set up
+        if not d.pid_ready[b]:
+            continue
+        for pid in range(b * PID_BLOCK, min(b * PID_BLOCK + PID_BLOCK, d.max_processes)):
+            for l in range(1, d.levels + 1):
+                p = d.owned[_pl(d.levels, pid, l)]
+                if p == DPA_NIL:
+                    continue
+                L = &d.level[l]
+                if p < L.first_pool or p >= L.first_pool + L.pools:
+                    return f"pid {pid} level {l}: ownership table names pool {p} of another level"
+                base = _pool_base(d, p, l)
+                owner = DPA_NIL
+                for t in range(base, base + L.size):
+                    if d.holder[t] != DPA_NIL:
+                        owner = d.holder[t]
+                        break
+                if owner != pid:
+                    return f"pid {pid} level {l}: ownership table names pool {p} wrongly (holder {owner})"
     # Unreserved: the free stack holds distinct free TCBs; the rest are held
     # and on their holder's list.
     count = 0
@@ -2195,22 +2216,32 @@ cdef object _find_broken(DepthPoolAllocator a):
     if nheld_unres + count != d.unreserved:
         return "unreserved TCBs are neither free nor held"
     count = 0
-    for pid in range(d.pid_rows):
-        u = d.pid_unres[pid]
-        prev = DPA_NIL
-        while u != DPA_NIL:
-            if u < 0 or u >= d.unreserved or count >= nheld_unres:
-                return f"pid {pid}: list of held unreserved TCBs corrupt"
-            if d.holder[d.reserved_total + u] != pid or d.unres_prev[u] != prev:
-                return f"pid {pid}: list of held unreserved TCBs names TCB {d.reserved_total + u} wrongly"
-            count += 1
-            prev = u
-            u = d.unres_next[u]
+    for b in range(nblocks):  # the pids of the blocks set up
+        if not d.pid_ready[b]:
+            continue
+        for pid in range(b * PID_BLOCK, min(b * PID_BLOCK + PID_BLOCK, d.max_processes)):
+            u = d.pid_unres[pid]
+            prev = DPA_NIL
+            while u != DPA_NIL:
+                if u < 0 or u >= d.unreserved or count >= nheld_unres:
+                    return f"pid {pid}: list of held unreserved TCBs corrupt"
+                if d.holder[d.reserved_total + u] != pid or d.unres_prev[u] != prev:
+                    return f"pid {pid}: list of held unreserved TCBs names TCB {d.reserved_total + u} wrongly"
+                count += 1
+                prev = u
+                u = d.unres_next[u]
     if count != nheld_unres:
         return f"{nheld_unres} unreserved TCBs held but {count} on the holders' lists"
 
     # Wait queue: three consistent lists per request, counts that add up.
-    cnt = np.zeros(max(d.max_processes, 1), dtype=np.int32)
+    # cnt: requests per pid of the blocks set up, at slot[pid >> PID_SHIFT] * PID_BLOCK + pid % PID_BLOCK.
+    slot = np.full(max(nblocks, 1), -1, dtype=np.int64)
+    count = 0
+    for b in range(nblocks):
+        if d.pid_ready[b]:
+            slot[b] = count
+            count += 1
+    cnt = np.zeros(max(count, 1) * PID_BLOCK, dtype=np.int32)
     total_pending = 0
     nseek = 0
     for l in range(1, d.levels + 1):
@@ -2222,14 +2253,14 @@ cdef object _find_broken(DepthPoolAllocator a):
             if s < 0 or s >= q.used or count > q.capacity:
                 return f"level {l}: wait list corrupt"
             w = &q.slots[s]
-            if w.level != l or w.prev[WQ_LEVEL] != sp or w.seq <= last_seq or w.pid < 0 or w.pid >= d.pid_rows:
+            if w.level != l or w.prev[WQ_LEVEL] != sp or w.seq <= last_seq or w.pid < 0 or w.pid >= d.max_processes or not _has_rows(d, w.pid):
                 return f"level {l}: wait list corrupt at slot {s}"
             pool = d.owned[_pl(d.levels, w.pid, l)]
             if w.seeker != (pool == DPA_NIL):
                 return f"pid {w.pid} waits at level {l} with pool {pool} but seeker={w.seeker}"
             if w.seeker:
                 nseek += 1
-            cnt[w.pid] += 1
+            cnt[slot[w.pid >> PID_SHIFT] * PID_BLOCK + (w.pid & (PID_BLOCK - 1))] += 1
             last_seq = w.seq
             count += 1
             sp = s
@@ -2253,29 +2284,33 @@ cdef object _find_broken(DepthPoolAllocator a):
     if nfree_slots + q.npending != q.used:
         return f"{q.used} slots used but {nfree_slots} free + {q.npending} pending"
     # (Pids without their rows wait for nothing: no request above names one.)
-    for pid in range(d.pid_rows):
-        if cnt[pid] != q.pid_count[pid]:
-            return f"pid {pid}: {cnt[pid]} requests queued but its count is {q.pid_count[pid]}"
-        for l in range(1, d.levels + 1):
-            count = 0
-            last_seq = -1
-            s = q.by_pid_level[_pl(d.levels, pid, l)].head
-            sp = DPA_NIL
-            while s != DPA_NIL:
-                if s < 0 or s >= q.used or count > cnt[pid]:
-                    return f"pid {pid} level {l}: wait list corrupt"
-                w = &q.slots[s]
-                if w.pid != pid or w.level != l or w.prev[WQ_PID_LEVEL] != sp or w.seq <= last_seq:
-                    return f"pid {pid} level {l}: wait list corrupt at slot {s}"
-                last_seq = w.seq
-                count += 1
-                sp = s
-                s = w.next[WQ_PID_LEVEL]
-            if q.by_pid_level[_pl(d.levels, pid, l)].tail != sp:
-                return f"pid {pid} level {l}: wait list tail corrupt"
-            cnt[pid] -= count
-        if cnt[pid] != 0:
-            return f"pid {pid}: requests missing from its (pid, level) lists"
+    for b in range(nblocks):  # the pids of the blocks set up
+        if not d.pid_ready[b]:
+            continue
+        for pid in range(b * PID_BLOCK, min(b * PID_BLOCK + PID_BLOCK, d.max_processes)):
+            i = slot[b] * PID_BLOCK + (pid & (PID_BLOCK - 1))
+            if cnt[i] != q.pid_count[pid]:
+                return f"pid {pid}: {cnt[i]} requests queued but its count is {q.pid_count[pid]}"
+            for l in range(1, d.levels + 1):
+                count = 0
+                last_seq = -1
+                s = q.by_pid_level[_pl(d.levels, pid, l)].head
+                sp = DPA_NIL
+                while s != DPA_NIL:
+                    if s < 0 or s >= q.used or count > cnt[i]:
+                        return f"pid {pid} level {l}: wait list corrupt"
+                    w = &q.slots[s]
+                    if w.pid != pid or w.level != l or w.prev[WQ_PID_LEVEL] != sp or w.seq <= last_seq:
+                        return f"pid {pid} level {l}: wait list corrupt at slot {s}"
+                    last_seq = w.seq
+                    count += 1
+                    sp = s
+                    s = w.next[WQ_PID_LEVEL]
+                if q.by_pid_level[_pl(d.levels, pid, l)].tail != sp:
+                    return f"pid {pid} level {l}: wait list tail corrupt"
+                cnt[i] -= count
+            if cnt[i] != 0:
+                return f"pid {pid}: requests missing from its (pid, level) lists"
     for l in range(1, d.levels + 1):
         last_seq = -1
         s = q.seekers[l].head
