@@ -114,7 +114,6 @@ cdef struct waitq_t:          # the wait queue of FIG 4 block 412 / FIG 5A block
     int32_t*     pid_count    # [max_processes] requests pending per pid
     slot_t*      by_ticket    # [ticket_mask + 1] open-addressing table: ticket (seq) -> slot + 1, or 0 (empty)
     int64_t      ticket_mask  # table size - 1 (a power of two >= 2 * capacity: at most half full)
-    int32_t      ticket_shift # 64 - log2(table size): a ticket's home is the top bits of its Fibonacci hash
 
 
 cdef struct grant_t:          # one grant: a queued request was served

@@ -182,16 +182,19 @@ cdef inline void _list_unlink(waitq_t* q, slot_t s, slot_list_t* L, int k) noexc
 # table (linear probing, at most half full) maps a pending request's ticket
 # to its slot, so cancelling one request is O(1) on average. An entry holds
 # slot + 1 and 0 when empty: the table is calloc'ed. A ticket's home entry is
-# a Fibonacci (multiplicative) hash of it, the top bits of ticket * 2**64/phi:
-# tickets are consecutive arrival numbers, and with ``ticket & mask`` the
-# pending requests sat in one contiguous run of entries, which every
-# backward-shift deletion walked to its end (a grant to the head of a queue of
-# n requests probed n entries). Consecutive tickets hash far apart (the
-# three-gap theorem), so runs stay short at any queue length.
+# ``2 * ticket & mask``: consecutive tickets (arrival numbers) land on every
+# other entry, so an empty entry follows each of them and a backward-shift
+# deletion stops at once. With ``ticket & mask`` the pending requests sat in
+# one contiguous run of entries, which every deletion walked to its end (a
+# grant to the head of a queue of n requests probed n entries). Two pending
+# tickets share a home only when they are ``(mask + 1) / 2 >= capacity``
+# apart; and a run of consecutive tickets stays on consecutive pages (512
+# tickets a 4 KB page): a hash that scatters them (tried: Fibonacci) takes a
+# page fault per page it touches in a new allocator's table.
 
 cdef inline int64_t _ticket_home(waitq_t* q, seq_t ticket) noexcept nogil:
     """The home entry of ``ticket`` in the ticket table."""
-    return <int64_t>((<uint64_t>ticket * <uint64_t>0x9E3779B97F4A7C15ULL) >> q.ticket_shift)
+    return <int64_t>((<uint64_t>ticket << 1) & <uint64_t>q.ticket_mask)
 
 
 cdef inline void _ticket_insert(waitq_t* q, slot_t s) noexcept nogil:
@@ -255,6 +258,13 @@ def _ticket_runs(DepthPoolAllocator alloc):
         else:
             run = 0
     return count, longest
+
+
+def _ticket_entries(DepthPoolAllocator alloc):
+    """A test hook: the indices of the ticket table's occupied entries, ascending."""
+    cdef waitq_t* q = &alloc.core.q
+    cdef int64_t i
+    return [i for i in range(q.ticket_mask + 1) if q.by_ticket[i] != 0]
 
 
 cdef inline slot_t waitq_push(waitq_t* q, proc_t pid, int32_t level, bint seeker) noexcept nogil:
@@ -1352,10 +1362,8 @@ cdef class DepthPoolAllocator:
         d.q.next_seq = 0
         d.q.slots = <waiter_t*>_alloc(d, n_wait, sizeof(waiter_t))
         tsize = 2
-        d.q.ticket_shift = 63  # 64 - log2(tsize): a home is the top log2(tsize) bits of the hash
         while tsize < 2 * <int64_t>n_wait:
             tsize *= 2
-            d.q.ticket_shift -= 1
         d.q.ticket_mask = tsize - 1
         d.q.by_ticket = <slot_t*>_alloc(d, tsize, sizeof(slot_t), True)  # all empty (0)
         d.q.by_level = <slot_list_t*>_alloc(d, d.levels + 1, sizeof(slot_list_t))
