@@ -6,6 +6,8 @@ turned back on (a debug build for hunting memory errors).
 
 import os
 
+import numpy
+
 from Cython.Build import cythonize
 from setuptools import Extension, setup
 from setuptools.command.build_py import build_py
@@ -31,6 +33,7 @@ extensions = [
     Extension(
         "pyresv._core.allocator",
         ["csrc/pyresv/_core/allocator.pyx"],
+        include_dirs=[numpy.get_include()],  # cimport numpy: batch outputs made without a Python call
         extra_compile_args=extra_compile_args,
         define_macros=define_macros,
         undef_macros=undef_macros,

@@ -36,6 +36,11 @@ cdef extern from *:
 
 import numpy as np
 
+cimport numpy as cnp
+
+cnp.import_array()
+
+
 from pyresv._validate import (
     COUNTERS,
     as_index,
@@ -1683,7 +1688,8 @@ cdef class DepthPoolAllocator:
         cdef int32_t* pid_out
         cdef int32_t* lev_out
         cdef const uint8_t* rv = NULL
-        cdef int32_t[::1] ov
+        cdef int32_t* ov = NULL
+        cdef cnp.npy_intp dims
         p = dd = None
         try:
             got_p = _int_buffer(pids, &pb)
@@ -1715,8 +1721,9 @@ cdef class DepthPoolAllocator:
             dw = db.itemsize == 8
             if got_r:
                 rv = <const uint8_t*>rb.buf
-            out = np.empty(n, dtype=np.int32)
-            ov = out
+            dims = n
+            out = cnp.PyArray_EMPTY(1, &dims, cnp.NPY_INT32, 0)  # np.empty(n, np.int32), no Python call
+            ov = <int32_t*>cnp.PyArray_DATA(out)
             _idle(self._busy)
             if n == 0:
                 return out
@@ -1752,7 +1759,7 @@ cdef class DepthPoolAllocator:
                     _raise_bad_depth(_shown(y, dd, bad), d.levels)
                 _raise_bad_remote(_shown(y, dd, bad), d.levels)
             with nogil:
-                bad = dpa_acquire_many(d, pid_out, lev_out, &ov[0], n)
+                bad = dpa_acquire_many(d, pid_out, lev_out, ov, n)
             self._busy = _IDLE
             marked = False
             if bad < n:
