@@ -293,21 +293,7 @@ class Simulation:
         if waiting:
             for pid, granted in alloc.take_grants():
                 waiting.pop((c, pid)).succeed(granted)
-        # finish(proc):
-        del self.live[proc.pid]
-        if self.pid_waiters:
-            self.pid_waiters.popleft().succeed(proc.pid)
-        else:
-            self.free.append(proc)
-        now = self.t_last = self.env.now
-        op = proc.op
-        if op >= 0:
-            home = proc.home
-            self.completed[home] += 1
-            start = proc.start
-            self.metrics.ops += (op, home, start, now - start)  # metrics.record_op
-        else:
-            self.internal_done += 1
+        self.finish(proc)
 
     def call(
         self,
