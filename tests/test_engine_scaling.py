@@ -10,10 +10,9 @@ code executes per completed operation, with a small and a large burst.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
-from types import FrameType
-from typing import Any
+
+from opcounts import count_steps
 
 from pyresv.sim.config import default_config
 from pyresv.sim.engine import Simulation
@@ -27,27 +26,7 @@ def _burst(ops: int) -> tuple[float, int]:
     config = default_config().with_overrides({
         "workload.rate_ops_per_s": ops * 1e6, "workload.duration_s": 1e-6, "flashcopy": [],
     })
-    steps = 0
-
-    def count(frame: FrameType, event: str, arg: Any) -> Any:
-        nonlocal steps
-        if event == "opcode":
-            steps += 1
-        return count
-
-    def enter(frame: FrameType, event: str, arg: Any) -> Any:
-        if not frame.f_code.co_filename.startswith(SIM):
-            return None  # SimPy's and the allocator's own steps are not counted
-        frame.f_trace_lines = False
-        frame.f_trace_opcodes = True
-        return count
-
-    sim = Simulation(config)
-    sys.settrace(enter)
-    try:
-        result = sim.run()
-    finally:
-        sys.settrace(None)
+    result, steps = count_steps(Simulation(config).run, SIM)  # the simulator's own steps only
     assert not result.deadlocked and result.completed_ops == result.issued_ops
     return steps / result.completed_ops, max(max(row) for row in result.peak_queued)
 

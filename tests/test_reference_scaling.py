@@ -8,11 +8,11 @@ reference allocator quadratic.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable
 from pathlib import Path
-from types import FrameType
 from typing import Any
+
+from opcounts import count_steps
 
 from pyresv import PENDING
 from pyresv.reference import DepthPoolAllocator as Ref
@@ -22,27 +22,7 @@ REFERENCE = str(Path(__file__).resolve().parent.parent / "pyresv" / "reference.p
 
 def _steps(call: Callable[[], Any]) -> int:
     """Python steps (opcodes) of pyresv/reference.py while ``call()`` runs."""
-    steps = 0
-
-    def count(frame: FrameType, event: str, arg: Any) -> Any:
-        nonlocal steps
-        if event == "opcode":
-            steps += 1
-        return count
-
-    def enter(frame: FrameType, event: str, arg: Any) -> Any:
-        if frame.f_code.co_filename != REFERENCE:
-            return None
-        frame.f_trace_lines = False
-        frame.f_trace_opcodes = True
-        return count
-
-    sys.settrace(enter)
-    try:
-        call()
-    finally:
-        sys.settrace(None)
-    return steps
+    return count_steps(call, REFERENCE)[1]
 
 
 def _pool_handover_steps(waiting: int) -> int:
